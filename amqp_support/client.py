@@ -1,0 +1,184 @@
+"""txamqp's AMQClient and TwistedDelegate, fixed for today's brokers.
+
+What changes against txamqp 0.8.2, and why:
+- frames are read and written by amqp_support.codec, so message bodies stay
+  bytes (txamqp decodes UTF-8 body frames to str and then loses count);
+- a frame reader that checks every frame and ends the connection with a
+  reason instead of raising out of dataReceived or waiting forever;
+- the reason a connection ended is kept and handed to everything still
+  waiting on it, including consumer queues (txamqp closes them mute);
+- a broker that answers with its own protocol header, or that hangs up
+  during login, is reported as what it is;
+- the client tells the broker its name and capabilities, so RabbitMQ sends
+  a reason with a failed login and tells a consumer when it is cancelled.
+"""
+
+import platform
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from txamqp import client, protocol, queue
+from txamqp.connection import Frame
+
+from amqp_support.codec import FRAME_END, FRAME_HEADER, PAYLOADS, FrameError, pack_frame, unpack_payload
+
+
+class ProtocolRefused(Exception):
+    """The broker answered our protocol header with the one it speaks."""
+
+    def __init__(self, spec, header):
+        super().__init__(spec, header)
+        self.spec = spec
+        self.header = bytes(header)
+
+
+class LoginRefused(Exception):
+    """The broker hung up between our credentials and its tune."""
+
+
+class ConsumerCancelled(Exception):
+    """The broker cancelled a consumer (its queue was deleted, for one)."""
+
+
+class ReasonQueue(queue.TimeoutDeferredQueue):
+    """A consumer queue whose get() fails with the reason it was closed."""
+
+    reason = None
+
+    def close(self, reason=None):
+        if self.reason is None:
+            self.reason = reason
+        super().close()
+
+    def _raise_if_closed(self, result, call_id):
+        try:
+            return super()._raise_if_closed(result, call_id)
+        except queue.Closed:
+            raise queue.Closed(self.reason) from None
+
+
+class Delegate(client.TwistedDelegate):
+    def connection_start(self, ch, msg):
+        properties = {
+            "product": "txamqp example",
+            "platform": "Python %s" % platform.python_version(),
+            "capabilities": {
+                "authentication_failure_close": True,
+                "consumer_cancel_notify": True,
+                "publisher_confirms": True,
+                "basic.nack": True,
+                "connection.blocked": True,
+            },
+        }
+        self.client.logging_in = True
+        ch.connection_start_ok(client_properties=properties, mechanism=self.client.mechanism,
+                               response=self.client.response, locale=self.client.locale)
+
+    def connection_tune(self, ch, msg):
+        self.client.logging_in = False
+        super().connection_tune(ch, msg)
+
+    def basic_cancel(self, ch, msg):
+        self.client.queues.get(msg.consumer_tag, ReasonQueue()).close(
+            ConsumerCancelled("the broker cancelled consumer %r (was its queue deleted?)"
+                              % msg.consumer_tag))
+
+
+class AMQClient(protocol.AMQClient):
+    """txamqp's client with byte-exact frames and failures that explain themselves."""
+
+    logging_in = False
+    reason = None  # why the connection ended, once it has
+
+    def __init__(self, spec, vhost, heartbeat=0, clock=None):
+        super().__init__(Delegate(), vhost, spec, heartbeat=heartbeat, clock=clock)
+        self._buffer = bytearray()
+        self._frames_seen = False
+
+    def send_init_string(self):
+        if (self.spec.major, self.spec.minor) == (0, 9):
+            self.transport.write(b"AMQP\x00\x00\x09\x01")  # 0-9-1's header
+        else:
+            super().send_init_string()
+
+    def send_frame(self, frame):
+        if frame.payload.type != Frame.HEARTBEAT:
+            self.reschedule_send_heartbeat()
+        try:
+            data = pack_frame(frame.channel, frame.payload)
+        except Exception as e:
+            self.fail(e)
+        else:
+            self.transport.write(data)
+
+    def dataReceived(self, data):
+        buf = self._buffer
+        buf += data
+        if not self._frames_seen and buf[:4] == b"AMQP"[:len(buf)]:
+            if len(buf) >= 8:
+                self.fail(ProtocolRefused(self.spec, buf[:8]))
+            return
+        start = 0
+        limit = max(self.MAX_LENGTH, 4096)
+        try:
+            while len(buf) - start >= 8 and self.reason is None:
+                kind, channel, size = FRAME_HEADER.unpack_from(buf, start)
+                if kind not in PAYLOADS:
+                    raise FrameError("unknown frame type %d" % kind)
+                if size + 8 > limit:
+                    raise FrameError("frame of %d bytes, over the agreed maximum of %d" % (size + 8, limit))
+                end = start + 7 + size
+                if len(buf) <= end:
+                    break
+                if buf[end] != FRAME_END:
+                    raise FrameError("frame does not end with 0xCE but with 0x%02X" % buf[end])
+                payload = unpack_payload(self.spec, kind, bytes(buf[start + 7:end]))
+                start = end + 1
+                self._frames_seen = True
+                self.frame_received(Frame(channel, payload))
+        except FrameError as e:
+            self.fail(e)
+        del buf[:start]
+
+    def fail(self, reason):
+        """End the connection now, for this reason."""
+        if self.reason is None:
+            self.reason = Failure(reason)
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason):
+        if self.reason is None:
+            if self.logging_in:
+                reason = Failure(LoginRefused())
+            self.reason = reason
+        super().connectionLost(self.reason)
+
+    def close(self, reason=None, within=0):
+        # txamqp calls this with the failure of a frame it could not dispatch,
+        # then throws that failure away: keep it.
+        if isinstance(reason, Failure) and self.reason is None:
+            self.reason = reason
+        return super().close(reason, within)
+
+    def do_close(self, reason):
+        if self.reason is None:
+            self.reason = reason
+        for ch in list(self.channels.values()):
+            ch.close(self.reason)
+        for q in self.queues.values():
+            q.close(self.reason)
+        self.delegate.close(self.reason)
+
+    def channel_failed(self, channel, reason):
+        # The broker closed a channel. These scripts use one channel, so
+        # that ends the connection, and with it the consumer.
+        self.close(reason.value)
+
+    def queue(self, key):
+        if key not in self.queues:
+            self.queues[key] = ReasonQueue(clock=self.clock)
+        return defer.succeed(self.queues[key])
+
+
+__all__ = ["AMQClient", "ConsumerCancelled", "LoginRefused", "ProtocolRefused"]

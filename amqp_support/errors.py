@@ -1,0 +1,83 @@
+"""Every way a run can fail, said in one line a person can act on."""
+
+from twisted.internet import defer, error
+from twisted.python.failure import Failure
+from txamqp import client, queue
+from txamqp.message import Message
+
+from amqp_support.client import ConsumerCancelled, LoginRefused, ProtocolRefused
+from amqp_support.codec import FrameError
+
+
+class Failed(Exception):
+    """An expected failure, already explained: exit status 1."""
+
+
+class UsageError(Failed):
+    """Bad command line or spec file: exit status 2."""
+
+
+HEADERS = {
+    (0, 0, 9, 1): "AMQP 0-9-1", (1, 1, 8, 0): "AMQP 0-8", (1, 1, 0, 9): "AMQP 0-9",
+    (0, 1, 0, 0): "AMQP 1.0", (2, 1, 0, 0): "AMQP 1.0 (TLS)", (3, 1, 0, 0): "AMQP 1.0 (SASL)",
+}
+
+
+def protocol_refused(e):
+    ours = "AMQP 0-8" if (e.spec.major, e.spec.minor) == (8, 0) else "AMQP 0-9-1"
+    offered = HEADERS.get(tuple(e.header[4:8]), repr(e.header))
+    use = "amqp0-8.xml" if offered in ("AMQP 0-8", "AMQP 0-9") else "amqp0-9-1.xml"
+    if ours == "AMQP 0-8":
+        hint = "RabbitMQ 4.0 and later no longer speak AMQP 0-8: use %s" % use
+    else:
+        hint = "use %s" % use
+    return "the broker refused %s and answered with the %s protocol header; %s" % (ours, offered, hint)
+
+
+def broker_closed(message):
+    """connection.close or channel.close, as the broker explained it."""
+    what = "connection" if message.method.klass.name == "connection" else "channel"
+    text = "the broker closed the %s: %s %s" % (what, message.reply_code, message.reply_text)
+    try:
+        klass = message.method.klass.spec.classes.byid[message.class_id]
+        text += " (in reply to %s.%s)" % (klass.name, klass.methods.byid[message.method_id].name)
+    except KeyError:
+        pass
+    return text
+
+
+def explain(e, conn=None):
+    if isinstance(e, Failure):
+        e = e.value
+    if isinstance(e, Message):
+        return broker_closed(e)
+    if isinstance(e, (client.Closed, queue.Closed)):
+        if e.args and e.args[0] is not None:
+            return explain(e.args[0])
+        if conn is not None and conn.reason is not None:
+            return explain(conn.reason)
+        return "the connection closed"
+    if isinstance(e, (Failed, ConsumerCancelled)):
+        return str(e)
+    if isinstance(e, ProtocolRefused):
+        return protocol_refused(e)
+    if isinstance(e, LoginRefused):
+        return ("the broker closed the connection during login: wrong user name or password,"
+                " or that user may not log in from this host")
+    if isinstance(e, FrameError):
+        return "the broker sent data that is not AMQP: %s" % e
+    if isinstance(e, error.ConnectionRefusedError):
+        return "connection refused (is RabbitMQ running there?)"
+    if isinstance(e, error.DNSLookupError):
+        return "unknown host"
+    if isinstance(e, (error.TimeoutError, defer.TimeoutError, defer.CancelledError)):
+        return "no answer in time"
+    if isinstance(e, error.ConnectionDone):
+        return "the broker closed the connection"
+    if isinstance(e, (error.ConnectionLost, error.ConnectionClosed)):
+        return "the connection to the broker was lost"
+    if type(e).__module__.startswith("OpenSSL"):
+        return "TLS failed: %s" % (e.args[0] if e.args else e)
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return "%s: %s (run with --verbose for the traceback)" % (type(e).__name__, e)

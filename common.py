@@ -1,0 +1,249 @@
+"""What producer.py and consumer.py share: the command line, the connection,
+the channel, the exchange and queue they both declare, and how they fail.
+
+The robust parts live in amqp_support/; this file reads as the steps every
+AMQP client takes: load the spec, connect and log in, open a channel,
+declare, and close.
+"""
+
+import argparse
+import functools
+import os
+import signal
+import sys
+from urllib.parse import quote, unquote, urlsplit
+
+from twisted.internet import defer, ssl
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.logger import globalLogBeginner, textFileLogObserver
+from txamqp import spec as amqp_spec
+
+from amqp_support.client import AMQClient
+from amqp_support.errors import Failed, UsageError, explain  # noqa: F401 (used by the scripts)
+
+# The original example's names, kept as defaults.
+EXCHANGE_NAME = "test_message_exchange"
+QUEUE_NAME = "test_message_queue"
+ROUTING_KEY = "test_routing_key"
+CONSUMER_TAG = "test_consumer_tag"
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
+
+NON_PERSISTENT = 1
+PERSISTENT = 2  # delivery-mode 2: the broker writes the message to disk
+
+
+class Broker:
+    """Where to connect, from an amqp:// or amqps:// URL."""
+
+    def __init__(self, url):
+        parts = urlsplit(url)
+        if parts.scheme not in ("amqp", "amqps"):
+            raise argparse.ArgumentTypeError(
+                "%r is not an amqp:// or amqps:// URL" % self.mask(url))
+        try:
+            self.port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+        except ValueError:
+            raise argparse.ArgumentTypeError("the port in %r is not a number" % self.mask(url))
+        self.tls = parts.scheme == "amqps"
+        self.host = parts.hostname or "localhost"
+        self.username = unquote(parts.username or "guest")
+        self.password = unquote(parts.password or "guest")
+        # The path is the virtual host, percent-encoded: %2F is "/".
+        self.vhost = unquote(parts.path[1:]) or "/"
+
+    @staticmethod
+    def mask(url):
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        return parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1)).geturl()
+
+    def __str__(self):
+        # Never the password: this string goes into messages and logs.
+        scheme = "amqps" if self.tls else "amqp"
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s://%s@%s:%d/%s" % (scheme, quote(self.username, safe=""), host, self.port,
+                                     quote(self.vhost, safe=""))
+
+
+def shortstr(text):
+    """An exchange, queue or routing key name: at most 255 bytes of UTF-8."""
+    if len(text.encode("utf-8", "surrogateescape")) > 255:
+        raise argparse.ArgumentTypeError("%.20r... is longer than AMQP's 255 bytes" % text)
+    return text
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, not argparse's usage block: the usage is in --help.
+        self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, message))
+
+
+def make_parser(doc):
+    """The options both scripts take; each script adds its own."""
+    parser = ArgumentParser(description=doc.split("\n\n")[0],
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("spec", metavar="SPEC", help="AMQP spec file: amqp0-8.xml or amqp0-9-1.xml")
+    parser.add_argument("--url", type=Broker, default=os.environ.get("AMQP_URL", DEFAULT_URL),
+                        help="broker URL, amqp://user:password@host:port/vhost or amqps://..."
+                             " (default: $AMQP_URL, else %s)" % DEFAULT_URL)
+    parser.add_argument("--exchange", type=shortstr, default=EXCHANGE_NAME,
+                        help='exchange name; "" is the broker\'s default exchange')
+    parser.add_argument("--exchange-type", default="direct",
+                        choices=["direct", "fanout", "topic", "headers"])
+    parser.add_argument("--queue", type=shortstr, default=QUEUE_NAME)
+    parser.add_argument("--routing-key", type=shortstr,
+                        help="routing key (default: %s; the queue name with --exchange \"\")"
+                             % ROUTING_KEY)
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds to wait for the broker to answer when connecting")
+    parser.add_argument("--cafile", help="CA certificates (PEM) for amqps:// (default: the system's)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log AMQP details and tracebacks")
+    return parser
+
+
+def parse_args(parser, argv):
+    args = parser.parse_args(argv)
+    if not args.queue:
+        parser.error("--queue must not be empty")
+    if args.routing_key is None:
+        # The default exchange routes by queue name.
+        args.routing_key = ROUTING_KEY if args.exchange else args.queue
+    return args
+
+
+def load_spec(path):
+    """The AMQP spec file, loaded: txamqp builds its methods from it."""
+    try:
+        with open(path, "rb") as f:
+            spec = amqp_spec.load_string(f.read(), specfilename=path)
+        spec.classes.byname["basic"].methods.byname["publish"]
+        spec.constants.byname["frame-end"]
+    except FileNotFoundError:
+        raise UsageError("spec file %r not found: give the path of amqp0-8.xml or amqp0-9-1.xml" % path)
+    except OSError as e:
+        raise UsageError("cannot read spec file %r: %s" % (path, e.strerror or e))
+    except Exception as e:
+        raise UsageError("%r is not an AMQP spec file that txamqp can load (%s: %s)"
+                         % (path, type(e).__name__, e))
+    return spec
+
+
+@defer.inlineCallbacks
+def get_connection(reactor, spec, args):
+    """Connect and log in: TCP (and TLS), then AMQP's handshake on channel 0."""
+    broker = args.url
+    endpoint = HostnameEndpoint(reactor, broker.host, broker.port, timeout=args.timeout)
+    if broker.tls:
+        trust = ssl.platformTrust()
+        if args.cafile:
+            try:
+                with open(args.cafile, "rb") as f:
+                    trust = ssl.trustRootFromCertificates(
+                        [ssl.Certificate.loadPEM(f.read())])
+            except Exception as e:
+                raise UsageError("cannot use --cafile %r: %s" % (args.cafile, explain(e)))
+        endpoint = wrapClientTLS(ssl.optionsForClientTLS(broker.host, trust), endpoint)
+    conn = None
+    try:
+        conn = yield connectProtocol(endpoint, AMQClient(spec, broker.vhost))
+        # connection.start/start-ok carries the credentials, tune/tune-ok
+        # agrees on frame size, then connection.open picks the virtual host.
+        yield conn.authenticate(broker.username, broker.password, mechanism="PLAIN"
+                                ).addTimeout(args.timeout, reactor)
+    except Exception as e:
+        if conn is not None and conn.transport is not None:
+            conn.transport.abortConnection()
+        raise Failed("cannot connect to %s: %s" % (broker, explain(e, conn))) from e
+    return conn
+
+
+@defer.inlineCallbacks
+def get_channel(conn, channel_id=1):
+    """A channel: one of many light-weight sessions sharing the connection."""
+    chan = yield conn.channel(channel_id)
+    yield chan.channel_open()
+    return chan
+
+
+@defer.inlineCallbacks
+def declare(chan, args):
+    """Declare the exchange, the queue and the binding between them.
+
+    Both scripts declare the same things and declaring what exists changes
+    nothing, so either script can run first. Durable: they survive a broker
+    restart. The default exchange ("") exists always and binds every queue
+    by its name, so it is neither declared nor bound.
+    """
+    if args.exchange:
+        yield chan.exchange_declare(exchange=args.exchange, type=args.exchange_type, durable=True)
+    yield chan.queue_declare(queue=args.queue, durable=True)
+    if args.exchange:
+        yield chan.queue_bind(queue=args.queue, exchange=args.exchange, routing_key=args.routing_key)
+
+
+@defer.inlineCallbacks
+def close(conn, chan, timeout=10):
+    """Close the channel, then the connection, each waiting for its close-ok."""
+    yield chan.channel_close(reply_code=200, reply_text="bye")
+    # Channel 0 is the connection's own: closing it ends the whole session.
+    chan0 = yield conn.channel(0)
+    yield chan0.connection_close(reply_code=200, reply_text="bye").addTimeout(timeout, conn.clock)
+    conn.transport.loseConnection()
+    yield conn.disconnected.wait()
+
+
+def script(parser):
+    """Run main(reactor, args) with parsed arguments; every failure ends in
+    one line on stderr and the exit status (2: usage or spec, 1: the rest).
+    Ctrl-C and SIGTERM cancel main's Deferred: the script decides what a
+    cancelled step means (the consumer stops consuming and closes)."""
+    def decorate(main):
+        @functools.wraps(main)
+        def run(reactor, *argv):
+            args = parse_args(parser, argv)
+            observer = textFileLogObserver(sys.stderr) if args.verbose else (lambda event: None)
+            globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+            d = defer.maybeDeferred(main, reactor, args)
+            reactor.callWhenRunning(cancel_on_signals, d)
+            return d.addErrback(exit_with_one_line, parser.prog, args.verbose)
+        return run
+    return decorate
+
+
+def cancel_on_signals(d):
+    def handler(signum, frame):
+        if d.called:
+            return
+        if handler.seen:
+            os._exit(1)  # a second Ctrl-C: stop now, without closing
+        handler.seen = True
+        from twisted.internet import reactor
+        reactor.callFromThread(d.cancel)
+    handler.seen = False
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def exit_with_one_line(failure, prog, verbose):
+    if failure.check(SystemExit):
+        return failure
+    if verbose:
+        failure.printTraceback(file=sys.stderr)
+    status = 2 if failure.check(UsageError) else 1
+    print("%s: error: %s" % (prog, explain(failure.value)), file=sys.stderr, flush=True)
+    raise SystemExit(status)
+
+
+# Characters that could move the cursor, change colours, hide or reorder
+# text: C0 and C1 controls, DEL, line separators and bidi overrides.
+UNSAFE = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029,
+          0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+ESCAPES = str.maketrans({c: ("\\x%02x" % c if c < 0x100 else "\\u%04x" % c) for c in UNSAFE}
+                        | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def printable(body):
+    """A message body as one line of text that is safe to print to a terminal:
+    UTF-8 decoded, invalid bytes shown as \\xNN, control characters escaped."""
+    return body.decode("utf-8", "backslashreplace").translate(ESCAPES)

@@ -1,0 +1,58 @@
+"""Print the messages that arrive in a queue, one line each.
+
+    python consumer.py amqp0-8.xml
+
+declares the exchange test_message_exchange, the queue test_message_queue and
+the binding between them (routing key test_routing_key), then prints every
+message the queue holds or receives until Ctrl-C:
+
+    Received: producer-to-consumer test message 1 from channel #1
+"""
+
+import sys
+
+from twisted.internet import defer, task
+
+import common
+
+parser = common.make_parser(__doc__)
+parser.add_argument("--count", type=int, help="exit after this many messages")
+parser.add_argument("--prefetch", type=int, default=100,
+                    help="how many unacknowledged messages the broker may send ahead")
+
+
+@common.script(parser)
+@defer.inlineCallbacks
+def main(reactor, args):
+    spec = common.load_spec(args.spec)
+    conn = yield common.get_connection(reactor, spec, args)
+    chan = yield common.get_channel(conn)
+    yield common.declare(chan, args)
+
+    # At most --prefetch messages in flight: the broker waits for our acks.
+    yield chan.basic_qos(prefetch_count=args.prefetch)
+    yield chan.basic_consume(queue=args.queue, consumer_tag=common.CONSUMER_TAG)
+    # txamqp hands each delivery of this consumer tag to this queue.
+    queue = yield conn.queue(common.CONSUMER_TAG)
+    print("Waiting for messages on queue %r. To exit press CTRL+C" % args.queue, file=sys.stderr)
+
+    received = 0
+    try:
+        while args.count is None or received < args.count:
+            msg = yield queue.get()
+            text = common.printable(msg.content.body)
+            print("Received: %s from channel #%d" % (text, chan.id), flush=True)
+            # Acknowledge only once printed: a message that was not printed
+            # stays in the queue, and the broker delivers it again.
+            chan.basic_ack(delivery_tag=msg.delivery_tag)
+            received += 1
+    except defer.CancelledError:
+        print("Stopping after %d message(s)." % received, file=sys.stderr)
+
+    # Messages the broker sent ahead but we did not print go back to the queue.
+    yield chan.basic_cancel(consumer_tag=common.CONSUMER_TAG)
+    yield common.close(conn, chan)
+
+
+if __name__ == "__main__":
+    task.react(main, sys.argv[1:])

@@ -1,0 +1,70 @@
+"""Send the messages given on the command line, or one per line of stdin.
+
+    python producer.py amqp0-8.xml "producer-to-consumer test message 1"
+    seq 1 100000 | python producer.py amqp0-8.xml -
+
+declares the same exchange, queue and binding as consumer.py, so a message
+sent before any consumer runs waits in the queue. Exit status 0 means the
+broker has taken every message.
+"""
+
+import os
+import sys
+
+from twisted.internet import defer, task
+from txamqp.content import Content
+
+import common
+
+BATCH = 1000  # messages per transaction
+
+parser = common.make_parser(__doc__)
+parser.add_argument("messages", metavar="MESSAGE", nargs="*",
+                    help='a message to send; "-" sends each line of stdin as a message')
+parser.add_argument("--count", type=int, default=1, help="send each message this many times")
+parser.add_argument("--transient", action="store_true",
+                    help="do not ask the broker to write the messages to disk")
+
+
+def bodies(args):
+    """Each message as bytes, exactly as given, --count times."""
+    for message in args.messages:
+        if message == "-":
+            lines = (line.rstrip(b"\n") for line in sys.stdin.buffer)
+        else:
+            lines = [os.fsencode(message)]  # the bytes the shell passed
+        for body in lines:
+            for _ in range(args.count):
+                yield body
+
+
+@common.script(parser)
+@defer.inlineCallbacks
+def main(reactor, args):
+    if not args.messages:
+        raise common.UsageError('no message given: give a MESSAGE, or "-" to read stdin')
+    spec = common.load_spec(args.spec)
+    conn = yield common.get_connection(reactor, spec, args)
+    chan = yield common.get_channel(conn)
+    yield common.declare(chan, args)
+
+    # In a transaction, the broker answers tx.commit only once it has
+    # taken every message published since the last commit.
+    yield chan.tx_select()
+    # A persistent message is written to disk, so it survives a broker restart.
+    delivery_mode = common.NON_PERSISTENT if args.transient else common.PERSISTENT
+    sent = 0
+    for body in bodies(args):
+        content = Content(body, properties={"delivery-mode": delivery_mode})
+        chan.basic_publish(exchange=args.exchange, routing_key=args.routing_key, content=content)
+        sent += 1
+        if sent % BATCH == 0:
+            yield chan.tx_commit()
+    yield chan.tx_commit()
+    print("Sent %d message(s) to exchange %r with routing key %r."
+          % (sent, args.exchange, args.routing_key), file=sys.stderr)
+    yield common.close(conn, chan)
+
+
+if __name__ == "__main__":
+    task.react(main, sys.argv[1:])
