@@ -103,7 +103,7 @@ def make_parser(doc):
 
 
 def parse_args(parser, argv):
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may come between messages
     if not args.queue:
         parser.error("--queue must not be empty")
     if args.routing_key is None:

@@ -19,6 +19,8 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from txamqp import client, protocol, queue
 from txamqp.connection import Frame
+from txamqp.content import Content
+from txamqp.message import Message
 
 from amqp_support.codec import FRAME_END, FRAME_HEADER, PAYLOADS, FrameError, pack_frame, unpack_payload
 
@@ -57,6 +59,31 @@ class ReasonQueue(queue.TimeoutDeferredQueue):
             raise queue.Closed(self.reason) from None
 
 
+@defer.inlineCallbacks
+def read_content(queue):
+    """A message's content from its header and body frames, the body as bytes
+    (txamqp's own read_content returns "" for an empty body)."""
+    header = (yield queue.get()).payload
+    children = []
+    for _ in range(header.weight):
+        children.append((yield read_content(queue)))
+    chunks, size = [], 0
+    while size < header.size:
+        chunk = (yield queue.get()).payload.content
+        chunks.append(chunk)
+        size += len(chunk)
+    return Content(b"".join(chunks), children, dict(header.properties))
+
+
+class AMQChannel(protocol.AMQChannel):
+    @defer.inlineCallbacks
+    def invoke(self, method, args, content=None):
+        reply = yield super().invoke(method, args, content)
+        if reply is not None and reply.content is not None and reply.content.body == "":
+            reply.content.body = b""  # basic.get-ok of an empty message
+        return reply
+
+
 class Delegate(client.TwistedDelegate):
     def connection_start(self, ch, msg):
         properties = {
@@ -87,6 +114,7 @@ class Delegate(client.TwistedDelegate):
 class AMQClient(protocol.AMQClient):
     """txamqp's client with byte-exact frames and failures that explain themselves."""
 
+    channelClass = AMQChannel
     logging_in = False
     reason = None  # why the connection ended, once it has
 
@@ -100,6 +128,14 @@ class AMQClient(protocol.AMQClient):
             self.transport.write(b"AMQP\x00\x00\x09\x01")  # 0-9-1's header
         else:
             super().send_init_string()
+
+    @defer.inlineCallbacks
+    def dispatch(self, queue):
+        frame = yield queue.get()
+        channel = yield self.channel(frame.channel)
+        method = frame.payload.method
+        content = (yield read_content(queue)) if method.content else None
+        self.delegate.dispatch(channel, Message(method, frame.payload.args, content))
 
     def send_frame(self, frame):
         if frame.payload.type != Frame.HEARTBEAT:
