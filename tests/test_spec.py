@@ -232,7 +232,7 @@ def field_cases():
             yield pytest.param(version, name, fields, id="%s-%s" % (version, name))
 
 
-@pytest.mark.parametrize("version,name,fields", field_cases())
+@pytest.mark.parametrize("version,name,fields", list(field_cases()))
 def test_fields(version, name, fields):
     m = method(version, name)
     assert [(f.name, f.type) for f in m.fields] == pairs(fields)
