@@ -11,6 +11,7 @@ import functools
 import os
 import signal
 import sys
+import traceback
 from urllib.parse import quote, unquote, urlsplit
 
 from twisted.internet import defer, ssl
@@ -229,7 +230,7 @@ def exit_with_one_line(failure, prog, verbose):
     if failure.check(SystemExit):
         return failure
     if verbose:
-        failure.printTraceback(file=sys.stderr)
+        traceback.print_exception(failure.type, failure.value, failure.getTracebackObject())
     status = 2 if failure.check(UsageError) else 1
     print("%s: error: %s" % (prog, explain(failure.value)), file=sys.stderr, flush=True)
     raise SystemExit(status)
