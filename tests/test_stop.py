@@ -1,0 +1,61 @@
+"""Ctrl-C and SIGTERM stop the consumer cleanly: it cancels its consumer,
+closes channel and connection, exits 0, and the stop loses and duplicates
+nothing: every message is either printed once or still in the queue."""
+
+import signal
+import time
+
+import pytest
+
+import helpers
+from helpers import run_script
+
+STREAM = 3000
+
+
+@pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_while_consuming_a_stream(sig, spec, broker, names, spawn):
+    bodies = [b"message %d" % i for i in range(STREAM)]
+    sent = run_script("producer.py", spec, "-", *names.args, url=broker.url,
+                      input=b"".join(b + b"\n" for b in bodies))
+    assert sent.returncode == 0, sent.stderr
+    consumer = spawn("consumer.py", spec, "--prefetch", "50", *names.args, url=broker.url)
+    consumer.read_stdout_lines(100, timeout=30)  # mid-stream
+    consumer.send_signal(sig)
+    assert consumer.wait(timeout=30) == 0, consumer.stderr_text
+    assert "Stopping after" in consumer.stderr_text
+    assert "error" not in consumer.stderr_text
+
+    printed = [line.removeprefix(b"Received: ").removesuffix(b" from channel #1")
+               for line in consumer.stdout.splitlines()]
+    left = helpers.get_all(broker.url, names.queue)
+    assert len(printed) < STREAM, "the signal came too late to test anything"
+    assert len(set(printed)) == len(printed), "printed twice"
+    assert sorted(printed + left) == sorted(bodies), "lost or duplicated"
+
+
+def node_log(broker):
+    [log] = broker.path.rglob("%s.log" % broker.node)
+    return log
+
+
+def test_signal_while_waiting(broker, names, spawn):
+    consumer = spawn("consumer.py", "amqp0-8.xml", *names.args, url=broker.url)
+    consumer.wait_for_stderr("Waiting for messages", timeout=30)
+    seen = node_log(broker).stat().st_size
+    consumer.send_signal(signal.SIGINT)
+    assert consumer.wait(timeout=30) == 0, consumer.stderr_text
+    assert consumer.stdout == b""
+    # Consumer cancelled, connection closed with connection.close: the broker
+    # logs a clean close, not a dropped socket, and has no consumer left.
+    deadline = time.monotonic() + 10  # the node writes its log a moment later
+    logged = ""
+    while "closing AMQP connection" not in logged and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with node_log(broker).open("rb") as f:
+            f.seek(seen)
+            logged = f.read().decode()
+    assert "closing AMQP connection" in logged
+    assert "unexpectedly closed" not in logged
+    assert broker.ctl("list_consumers", "queue_name").strip() == ""
