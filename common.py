@@ -14,12 +14,13 @@ import sys
 import traceback
 from urllib.parse import quote, unquote, urlsplit
 
-from twisted.internet import defer, ssl
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet import defer
+from twisted.internet.endpoints import connectProtocol
 from twisted.logger import globalLogBeginner, textFileLogObserver
 from txamqp import spec as amqp_spec
 
 from amqp_support.client import AMQClient
+from amqp_support.endpoint import client_endpoint
 from amqp_support.errors import Failed, UsageError, explain  # noqa: F401 (used by the scripts)
 
 # The original example's names, kept as defaults.
@@ -134,17 +135,7 @@ def load_spec(path):
 def get_connection(reactor, spec, args):
     """Connect and log in: TCP (and TLS), then AMQP's handshake on channel 0."""
     broker = args.url
-    endpoint = HostnameEndpoint(reactor, broker.host, broker.port, timeout=args.timeout)
-    if broker.tls:
-        trust = ssl.platformTrust()
-        if args.cafile:
-            try:
-                with open(args.cafile, "rb") as f:
-                    trust = ssl.trustRootFromCertificates(
-                        [ssl.Certificate.loadPEM(f.read())])
-            except Exception as e:
-                raise UsageError("cannot use --cafile %r: %s" % (args.cafile, explain(e)))
-        endpoint = wrapClientTLS(ssl.optionsForClientTLS(broker.host, trust), endpoint)
+    endpoint = client_endpoint(reactor, broker, args.timeout, args.cafile)
     conn = None
     try:
         conn = yield connectProtocol(endpoint, AMQClient(spec, broker.vhost))

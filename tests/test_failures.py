@@ -6,7 +6,7 @@ import socket
 import pytest
 
 import standin
-from helpers import ROOT, run_script
+from helpers import run_script
 
 SPECS = ["amqp0-8.xml", "amqp0-9-1.xml"]
 PASSWORD = "pa55-w0rd-not-to-show"
