@@ -15,13 +15,15 @@ import traceback
 from urllib.parse import quote, unquote, urlsplit
 
 from twisted.internet import defer
-from twisted.internet.endpoints import connectProtocol
 from twisted.logger import globalLogBeginner, textFileLogObserver
+from txamqp import client, queue
 from txamqp import spec as amqp_spec
 
-from amqp_support.client import AMQClient
-from amqp_support.endpoint import client_endpoint
-from amqp_support.errors import Failed, UsageError, explain  # noqa: F401 (used by the scripts)
+from amqp_support.errors import Failed, UsageError, explain  # noqa: F401 (Failed: for the scripts)
+from amqp_support.service import AMQPService  # noqa: F401 (the scripts' connection)
+
+# What txamqp raises on a call when the connection or the channel goes away.
+Disconnected = (client.Closed, queue.Closed)
 
 # The original example's names, kept as defaults.
 EXCHANGE_NAME = "test_message_exchange"
@@ -97,8 +99,13 @@ def make_parser(doc):
     parser.add_argument("--routing-key", type=shortstr,
                         help="routing key (default: %s; the queue name with --exchange \"\")"
                              % ROUTING_KEY)
+    parser.add_argument("--queue-type", default="classic", choices=["classic", "quorum"],
+                        help="quorum: replicated, for clusters (RabbitMQ 3.8 and later)")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for the broker to answer when connecting")
+    parser.add_argument("--heartbeat", type=int, default=60,
+                        help="seconds between heartbeats; a broker silent for three is taken"
+                             " as gone (0: off)")
     parser.add_argument("--cafile", help="CA certificates (PEM) for amqps:// (default: the system's)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log AMQP details and tracebacks")
     return parser
@@ -132,25 +139,6 @@ def load_spec(path):
 
 
 @defer.inlineCallbacks
-def get_connection(reactor, spec, args):
-    """Connect and log in: TCP (and TLS), then AMQP's handshake on channel 0."""
-    broker = args.url
-    endpoint = client_endpoint(reactor, broker, args.timeout, args.cafile)
-    conn = None
-    try:
-        conn = yield connectProtocol(endpoint, AMQClient(spec, broker.vhost))
-        # connection.start/start-ok carries the credentials, tune/tune-ok
-        # agrees on frame size, then connection.open picks the virtual host.
-        yield conn.authenticate(broker.username, broker.password, mechanism="PLAIN"
-                                ).addTimeout(args.timeout, reactor)
-    except Exception as e:
-        if conn is not None and conn.transport is not None:
-            conn.transport.abortConnection()
-        raise Failed("cannot connect to %s: %s" % (broker, explain(e, conn))) from e
-    return conn
-
-
-@defer.inlineCallbacks
 def get_channel(conn, channel_id=1):
     """A channel: one of many light-weight sessions sharing the connection."""
     chan = yield conn.channel(channel_id)
@@ -169,20 +157,10 @@ def declare(chan, args):
     """
     if args.exchange:
         yield chan.exchange_declare(exchange=args.exchange, type=args.exchange_type, durable=True)
-    yield chan.queue_declare(queue=args.queue, durable=True)
+    arguments = {"x-queue-type": "quorum"} if args.queue_type == "quorum" else {}
+    yield chan.queue_declare(queue=args.queue, durable=True, arguments=arguments)
     if args.exchange:
         yield chan.queue_bind(queue=args.queue, exchange=args.exchange, routing_key=args.routing_key)
-
-
-@defer.inlineCallbacks
-def close(conn, chan, timeout=10):
-    """Close the channel, then the connection, each waiting for its close-ok."""
-    yield chan.channel_close(reply_code=200, reply_text="bye")
-    # Channel 0 is the connection's own: closing it ends the whole session.
-    chan0 = yield conn.channel(0)
-    yield chan0.connection_close(reply_code=200, reply_text="bye").addTimeout(timeout, conn.clock)
-    conn.transport.loseConnection()
-    yield conn.disconnected.wait()
 
 
 def script(parser):

@@ -7,6 +7,8 @@ the binding between them (routing key test_routing_key), then prints every
 message the queue holds or receives until Ctrl-C:
 
     Received: producer-to-consumer test message 1 from channel #1
+
+When the connection is lost it reconnects, declares and consumes again.
 """
 
 import sys
@@ -19,39 +21,48 @@ parser = common.make_parser(__doc__)
 parser.add_argument("--count", type=int, help="exit after this many messages")
 parser.add_argument("--prefetch", type=int, default=100,
                     help="how many unacknowledged messages the broker may send ahead")
+parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
+                    help="exit when the connection is lost instead of reconnecting")
 
 
 @common.script(parser)
 @defer.inlineCallbacks
 def main(reactor, args):
     spec = common.load_spec(args.spec)
-    conn = yield common.get_connection(reactor, spec, args)
-    chan = yield common.get_channel(conn)
-    yield common.declare(chan, args)
-
-    # At most --prefetch messages in flight: the broker waits for our acks.
-    yield chan.basic_qos(prefetch_count=args.prefetch)
-    yield chan.basic_consume(queue=args.queue, consumer_tag=common.CONSUMER_TAG)
-    # txamqp hands each delivery of this consumer tag to this queue.
-    queue = yield conn.queue(common.CONSUMER_TAG)
-    print("Waiting for messages on queue %r. To exit press CTRL+C" % args.queue, file=sys.stderr)
-
-    received = 0
+    service = common.AMQPService(reactor, spec, args, reconnect=args.reconnect)
+    conn = chan = None
+    printed = 0
     try:
-        while args.count is None or received < args.count:
-            msg = yield queue.get()
-            text = common.printable(msg.content.body)
-            print("Received: %s from channel #%d" % (text, chan.id), flush=True)
-            # Acknowledge only once printed: a message that was not printed
-            # stays in the queue, and the broker delivers it again.
-            chan.basic_ack(delivery_tag=msg.delivery_tag)
-            received += 1
-    except defer.CancelledError:
-        print("Stopping after %d message(s)." % received, file=sys.stderr)
+        while args.count is None or printed < args.count:
+            conn = yield service.connect()
+            try:
+                chan = yield common.get_channel(conn)
+                yield common.declare(chan, args)
+                # At most --prefetch messages in flight: the broker waits for our acks.
+                yield chan.basic_qos(prefetch_count=args.prefetch)
+                # After a reconnect too: a new connection starts with no consumer.
+                yield chan.basic_consume(queue=args.queue, consumer_tag=common.CONSUMER_TAG)
+                queue = yield conn.queue(common.CONSUMER_TAG)  # txamqp puts deliveries here
+                print("Waiting for messages on queue %r. To exit press CTRL+C" % args.queue,
+                      file=sys.stderr, flush=True)
 
-    # Messages the broker sent ahead but we did not print go back to the queue.
-    yield chan.basic_cancel(consumer_tag=common.CONSUMER_TAG)
-    yield common.close(conn, chan)
+                while args.count is None or printed < args.count:
+                    msg = yield queue.get()
+                    text = common.printable(msg.content.body)
+                    print("Received: %s from channel #%d" % (text, chan.id), flush=True)
+                    # Acknowledge once printed: a message that was not printed
+                    # stays in the queue, and the broker delivers it again.
+                    chan.basic_ack(delivery_tag=msg.delivery_tag)
+                    printed += 1
+            except common.Disconnected as e:
+                yield service.lost(e, conn)
+    except defer.CancelledError:  # Ctrl-C or SIGTERM
+        print("Stopping after %d message(s)." % printed, file=sys.stderr)
+
+    if chan is not None and not chan.closed:
+        # Messages the broker sent ahead that we did not print go back to the queue.
+        yield chan.basic_cancel(consumer_tag=common.CONSUMER_TAG)
+    yield service.close(conn, chan)
 
 
 if __name__ == "__main__":

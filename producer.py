@@ -44,7 +44,8 @@ def main(reactor, args):
     if not args.messages:
         raise common.UsageError('no message given: give a MESSAGE, or "-" to read stdin')
     spec = common.load_spec(args.spec)
-    conn = yield common.get_connection(reactor, spec, args)
+    service = common.AMQPService(reactor, spec, args, reconnect=False)
+    conn = yield service.connect()
     chan = yield common.get_channel(conn)
     yield common.declare(chan, args)
 
@@ -63,7 +64,7 @@ def main(reactor, args):
     yield chan.tx_commit()
     print("Sent %d message(s) to exchange %r with routing key %r."
           % (sent, args.exchange, args.routing_key), file=sys.stderr)
-    yield common.close(conn, chan)
+    yield service.close(conn, chan)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ class LoginRefused(Exception):
     """The broker hung up between our credentials and its tune."""
 
 
+class HeartbeatMissed(Exception):
+    """Nothing from the broker for three heartbeat intervals."""
+
+
 class ConsumerCancelled(Exception):
     """The broker cancelled a consumer (its queue was deleted, for one)."""
 
@@ -176,6 +180,10 @@ class AMQClient(protocol.AMQClient):
             self.fail(e)
         del buf[:start]
 
+    def check_heartbeat(self):
+        self.fail(HeartbeatMissed("no heartbeat from the broker for %d s"
+                                  % (self.heartbeatInterval * self.MAX_UNSEEN_HEARTBEAT)))
+
     def fail(self, reason):
         """End the connection now, for this reason."""
         if self.reason is None:
@@ -217,4 +225,4 @@ class AMQClient(protocol.AMQClient):
         return defer.succeed(self.queues[key])
 
 
-__all__ = ["AMQClient", "ConsumerCancelled", "LoginRefused", "ProtocolRefused"]
+__all__ = ["AMQClient", "ConsumerCancelled", "HeartbeatMissed", "LoginRefused", "ProtocolRefused"]

@@ -5,7 +5,7 @@ from twisted.python.failure import Failure
 from txamqp import client, queue
 from txamqp.message import Message
 
-from amqp_support.client import ConsumerCancelled, LoginRefused, ProtocolRefused
+from amqp_support.client import ConsumerCancelled, HeartbeatMissed, LoginRefused, ProtocolRefused
 from amqp_support.codec import FrameError
 
 
@@ -46,18 +46,41 @@ def broker_closed(message):
     return text
 
 
+def reason_of(e, conn=None):
+    """What really ended a call: txamqp wraps it in Closed(...) or Failure."""
+    while True:
+        if isinstance(e, Failure):
+            e = e.value
+        elif isinstance(e, (client.Closed, queue.Closed)) and e.args and e.args[0] is not None:
+            e = e.args[0]
+        elif isinstance(e, (client.Closed, queue.Closed)) and conn is not None and conn.reason is not None:
+            e, conn = conn.reason, None
+        else:
+            return e
+
+
+TRANSIENT = (error.ConnectionRefusedError, error.DNSLookupError, error.TimeoutError,
+             error.ConnectionDone, error.ConnectionLost, error.ConnectionClosed,
+             defer.TimeoutError, HeartbeatMissed)
+
+
+def is_transient(e, conn=None):
+    """Could trying again help? After a lost or refused connection, a timeout,
+    a broker shutting down: yes. After a refusal (login, vhost, protocol,
+    TLS) or a channel error: no."""
+    e = reason_of(e, conn)
+    if isinstance(e, Message):
+        return e.reply_code == 320  # CONNECTION_FORCED: the broker is shutting down
+    return isinstance(e, TRANSIENT)
+
+
 def explain(e, conn=None):
-    if isinstance(e, Failure):
-        e = e.value
+    e = reason_of(e, conn)
     if isinstance(e, Message):
         return broker_closed(e)
     if isinstance(e, (client.Closed, queue.Closed)):
-        if e.args and e.args[0] is not None:
-            return explain(e.args[0])
-        if conn is not None and conn.reason is not None:
-            return explain(conn.reason)
         return "the connection closed"
-    if isinstance(e, (Failed, ConsumerCancelled)):
+    if isinstance(e, (Failed, ConsumerCancelled, HeartbeatMissed)):
         return str(e)
     if isinstance(e, ProtocolRefused):
         return protocol_refused(e)

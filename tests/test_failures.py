@@ -93,7 +93,8 @@ def test_bad_url_in_environment():
 def test_connection_refused(script):
     port = free_port()
     url = "amqp://guest:%s@127.0.0.1:%d/%%2F" % (PASSWORD, port)
-    message = ["x"] if script == "producer.py" else []
+    # the consumer retries a refused connection unless told not to
+    message = ["x"] if script == "producer.py" else ["--no-reconnect"]
     fails(run_script(script, "amqp0-8.xml", *message, url=url), 1,
           "cannot connect to amqp://guest@127.0.0.1:%d/%%2F" % port, "connection refused")
 

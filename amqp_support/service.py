@@ -1,0 +1,80 @@
+"""One AMQP connection that comes back when it is lost.
+
+Twisted's ClientService keeps a connection to an endpoint and reconnects with
+exponential backoff and jitter; AMQPService adds AMQP's login to connecting
+and says on stderr what happens each time. With reconnect off, the first
+failure is the end.
+"""
+
+import sys
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer, task
+from twisted.internet.protocol import Factory
+
+from amqp_support.client import AMQClient
+from amqp_support.endpoint import client_endpoint
+from amqp_support.errors import Failed, explain, is_transient
+
+
+class AMQPService(ClientService):
+    def __init__(self, reactor, spec, args, reconnect):
+        self.reactor = reactor
+        self.broker = args.url
+        self.timeout = args.timeout
+        self.reconnect = reconnect
+        self._logged_in = None
+        factory = Factory()
+        factory.buildProtocol = lambda addr: AMQClient(spec, self.broker.vhost, args.heartbeat, reactor)
+        endpoint = client_endpoint(reactor, self.broker, args.timeout, args.cafile)
+        super().__init__(endpoint, factory, clock=reactor,
+                         retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=30.0))
+        self.startService()
+
+    @defer.inlineCallbacks
+    def connect(self):
+        """The logged-in connection: the current one, or the next that works."""
+        while True:
+            conn = None
+            try:
+                conn = yield self.whenConnected(failAfterFailures=1)
+                if conn.closed:  # closing, and ClientService does not know yet
+                    yield conn.disconnected.wait()
+                    # Let ClientService hear of it before asking it again.
+                    yield task.deferLater(self.reactor, 0)
+                    continue
+                if conn is not self._logged_in:
+                    # connection.start/start-ok carries the credentials,
+                    # tune/tune-ok agrees on frame size and heartbeat, then
+                    # connection.open picks the virtual host.
+                    yield conn.authenticate(self.broker.username, self.broker.password,
+                                            mechanism="PLAIN").addTimeout(self.timeout, self.reactor)
+                    self._logged_in = conn
+                return conn
+            except Exception as e:
+                if conn is not None and conn.transport is not None:
+                    conn.transport.abortConnection()
+                yield self.lost(e, conn, "cannot connect to %s" % self.broker)
+
+    @defer.inlineCallbacks
+    def lost(self, e, conn=None, what=None):
+        """After a failure: carry on if it may pass and we reconnect, else end."""
+        # Out of ClientService's callbacks first: it may not be re-entered.
+        yield task.deferLater(self.reactor, 0)
+        message = "%s: %s" % (what or "lost the connection to %s" % self.broker, explain(e, conn))
+        if not (self.reconnect and is_transient(e, conn)):
+            yield self.stopService()
+            raise Failed(message) from e
+        print(message + "; reconnecting", file=sys.stderr, flush=True)
+
+    @defer.inlineCallbacks
+    def close(self, conn=None, chan=None):
+        """Close the channel, then the connection, each waiting for its close-ok."""
+        if conn is not None and not conn.closed:
+            if chan is not None and not chan.closed:
+                yield chan.channel_close(reply_code=200, reply_text="bye")
+            # Channel 0 is the connection's own: closing it ends the whole session.
+            chan0 = yield conn.channel(0)
+            yield chan0.connection_close(reply_code=200, reply_text="bye"
+                                         ).addTimeout(self.timeout, self.reactor)
+        yield self.stopService()
