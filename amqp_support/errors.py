@@ -5,7 +5,7 @@ from twisted.python.failure import Failure
 from txamqp import client, queue
 from txamqp.message import Message
 
-from amqp_support.client import ConsumerCancelled, LoginRefused, ProtocolRefused
+from amqp_support.client import ConsumerCancelled, LoginRefused, ProtocolRefused, UnexpectedMethod
 from amqp_support.codec import FrameError
 
 
@@ -57,7 +57,7 @@ def explain(e, conn=None):
         if conn is not None and conn.reason is not None:
             return explain(conn.reason)
         return "the connection closed"
-    if isinstance(e, (Failed, ConsumerCancelled)):
+    if isinstance(e, (Failed, ConsumerCancelled, UnexpectedMethod)):
         return str(e)
     if isinstance(e, ProtocolRefused):
         return protocol_refused(e)
