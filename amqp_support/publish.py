@@ -136,7 +136,8 @@ class Confirms(Publisher):
             while self.unconfirmed and next(iter(self.unconfirmed)) <= tag:
                 self.unconfirmed.popitem(last=False)
                 settled += 1
-        elif self.unconfirmed.pop(tag, True) is None:
+        elif tag in self.unconfirmed:
+            del self.unconfirmed[tag]
             settled = 1
         if not settled:
             raise UnexpectedMethod("the broker confirmed delivery tag %d, which was not"
@@ -153,6 +154,7 @@ class Confirms(Publisher):
             return defer.fail(self.failure)
         if len(self.unconfirmed) < n:
             return defer.succeed(None)
+        assert self.waiting is None, "one wait at a time"
         d = defer.Deferred(lambda d: setattr(self, "waiting", None))  # Ctrl-C cancels it
         self.waiting = (d, n)
         return d
