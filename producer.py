@@ -5,7 +5,7 @@
 
 declares the same exchange, queue and binding as consumer.py, so a message
 sent before any consumer runs waits in the queue. Exit status 0 means the
-broker has taken every message.
+broker has taken every message and routed it to a queue.
 """
 
 import os
@@ -15,8 +15,9 @@ from twisted.internet import defer, task
 from txamqp.content import Content
 
 import common
+from amqp_support import publish
 
-BATCH = 1000  # messages per transaction
+WINDOW = 1000  # messages on their way at most: unconfirmed, or in one transaction
 
 parser = common.make_parser(__doc__)
 parser.add_argument("messages", metavar="MESSAGE", nargs="*",
@@ -49,19 +50,19 @@ def main(reactor, args):
     chan = yield common.get_channel(conn)
     yield common.declare(chan, args)
 
-    # In a transaction, the broker answers tx.commit only once it has
-    # taken every message published since the last commit.
-    yield chan.tx_select()
+    # The broker says it has taken each message with a publisher confirm
+    # where the spec has them (0-9-1), else by committing a transaction (0-8).
+    Publisher = publish.Confirms if publish.has_confirms(spec) else publish.Transactions
+    publisher = yield Publisher.start(chan, window=WINDOW)
     # A persistent message is written to disk, so it survives a broker restart.
     delivery_mode = common.NON_PERSISTENT if args.transient else common.PERSISTENT
-    sent = 0
     for body in bodies(args):
         content = Content(body, properties={"delivery-mode": delivery_mode})
-        chan.basic_publish(exchange=args.exchange, routing_key=args.routing_key, content=content)
-        sent += 1
-        if sent % BATCH == 0:
-            yield chan.tx_commit()
-    yield chan.tx_commit()
+        # mandatory: a message that no queue takes comes back (basic.return)
+        # instead of being dropped without a word.
+        yield publisher.publish(exchange=args.exchange, routing_key=args.routing_key,
+                                mandatory=True, content=content)
+    sent = yield publisher.finish()  # fails if a message was returned or refused
     print("Sent %d message(s) to exchange %r with routing key %r."
           % (sent, args.exchange, args.routing_key), file=sys.stderr)
     yield service.close(conn, chan)

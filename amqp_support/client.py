@@ -9,11 +9,17 @@ What changes against txamqp 0.8.2, and why:
   waiting on it, including consumer queues (txamqp closes them mute);
 - a broker that answers with its own protocol header, or that hangs up
   during login, is reported as what it is;
-- the client tells the broker its name and capabilities, so RabbitMQ sends
-  a reason with a failed login and tells a consumer when it is cancelled.
+- the client tells the broker its name and the capabilities its spec file
+  has, so RabbitMQ sends a reason with a failed login and tells a consumer
+  when it is cancelled; with 0-9-1 also publisher confirms and blocking;
+- handlers for what txamqp's delegate has none for (a method without one
+  ends the connection): basic.ack and basic.nack of publisher confirms,
+  connection.blocked and connection.unblocked; basic.return goes to the
+  channel's publisher (amqp_support.publish) when it has one.
 """
 
 import platform
+import sys
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -44,6 +50,10 @@ class HeartbeatMissed(Exception):
 
 class ConsumerCancelled(Exception):
     """The broker cancelled a consumer (its queue was deleted, for one)."""
+
+
+class UnexpectedMethod(Exception):
+    """The broker sent a method that makes no sense where it came."""
 
 
 class ReasonQueue(queue.TimeoutDeferredQueue):
@@ -80,6 +90,16 @@ def read_content(queue):
 
 
 class AMQChannel(protocol.AMQChannel):
+    # What publishes on this channel (amqp_support.publish): the delegate
+    # hands it the broker's basic.ack, basic.nack and basic.return.
+    publisher = None
+
+    def do_close(self, reason):
+        was_closed = self.closed
+        super().do_close(reason)
+        if not was_closed and self.publisher is not None:
+            self.publisher.channel_closed(self.reason)
+
     @defer.inlineCallbacks
     def invoke(self, method, args, content=None):
         reply = yield super().invoke(method, args, content)
@@ -88,18 +108,36 @@ class AMQChannel(protocol.AMQChannel):
         return reply
 
 
+def status(text):
+    """A status line for the person running the script, on stderr."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def has_method(spec, name):
+    klass, method = name.split(".")
+    return klass in spec.classes.byname and method in spec.classes.byname[klass].methods.byname
+
+
+# RabbitMQ's extensions to AMQP 0-9-1, and the method each one needs in the
+# spec file. Ask only for what the spec can decode: RabbitMQ sends
+# connection.blocked to a client that asks for it, and an AMQP 0-8
+# connection cannot carry it (RabbitMQ 3.10 drops that connection).
+EXTENSIONS = {
+    "publisher_confirms": "confirm.select",
+    "basic.nack": "basic.nack",
+    "connection.blocked": "connection.blocked",
+}
+
+
 class Delegate(client.TwistedDelegate):
     def connection_start(self, ch, msg):
+        capabilities = {"authentication_failure_close": True, "consumer_cancel_notify": True}
+        capabilities.update({name: True for name, method in EXTENSIONS.items()
+                             if has_method(self.client.spec, method)})
         properties = {
             "product": "txamqp example",
             "platform": "Python %s" % platform.python_version(),
-            "capabilities": {
-                "authentication_failure_close": True,
-                "consumer_cancel_notify": True,
-                "publisher_confirms": True,
-                "basic.nack": True,
-                "connection.blocked": True,
-            },
+            "capabilities": capabilities,
         }
         self.client.logging_in = True
         ch.connection_start_ok(client_properties=properties, mechanism=self.client.mechanism,
@@ -108,6 +146,38 @@ class Delegate(client.TwistedDelegate):
     def connection_tune(self, ch, msg):
         self.client.logging_in = False
         super().connection_tune(ch, msg)
+
+    def basic_ack(self, ch, msg):
+        self._publisher(ch, msg).settle(msg.delivery_tag, msg.multiple, accepted=True)
+
+    def basic_nack(self, ch, msg):
+        self._publisher(ch, msg).settle(msg.delivery_tag, msg.multiple, accepted=False)
+
+    def basic_return_(self, ch, msg):
+        if ch.publisher is not None:
+            ch.publisher.returned(msg)
+        else:
+            super().basic_return_(ch, msg)
+
+    @staticmethod
+    def _publisher(ch, msg):
+        # From the broker, basic.ack and basic.nack are publisher confirms:
+        # they come only on a channel in confirm mode.
+        if getattr(ch.publisher, "settle", None) is None:
+            raise UnexpectedMethod("the broker sent basic.%s on channel %d, which is not in"
+                                   " confirm mode" % (msg.method.name, ch.id))
+        return ch.publisher
+
+    def connection_blocked(self, ch, msg):
+        # RabbitMQ stops reading from connections that publish while it is
+        # low on memory or disk; it says so to clients that asked.
+        self.client.blocked = msg.reason or "no reason given"
+        status("The broker blocked the connection (%s); waiting until it unblocks."
+               % self.client.blocked)
+
+    def connection_unblocked(self, ch, msg):
+        self.client.blocked = None
+        status("The broker unblocked the connection; going on.")
 
     def basic_cancel(self, ch, msg):
         self.client.queues.get(msg.consumer_tag, ReasonQueue()).close(
@@ -121,6 +191,7 @@ class AMQClient(protocol.AMQClient):
     channelClass = AMQChannel
     logging_in = False
     reason = None  # why the connection ended, once it has
+    blocked = None  # the broker's reason, while it blocks the connection
 
     def __init__(self, spec, vhost, heartbeat=0, clock=None):
         super().__init__(Delegate(), vhost, spec, heartbeat=heartbeat, clock=clock)
@@ -225,4 +296,5 @@ class AMQClient(protocol.AMQClient):
         return defer.succeed(self.queues[key])
 
 
-__all__ = ["AMQClient", "ConsumerCancelled", "HeartbeatMissed", "LoginRefused", "ProtocolRefused"]
+__all__ = ["AMQClient", "ConsumerCancelled", "HeartbeatMissed", "LoginRefused", "ProtocolRefused",
+           "UnexpectedMethod"]

@@ -5,7 +5,8 @@ from twisted.python.failure import Failure
 from txamqp import client, queue
 from txamqp.message import Message
 
-from amqp_support.client import ConsumerCancelled, HeartbeatMissed, LoginRefused, ProtocolRefused
+from amqp_support.client import (ConsumerCancelled, HeartbeatMissed, LoginRefused, ProtocolRefused,
+                                 UnexpectedMethod)
 from amqp_support.codec import FrameError
 
 
@@ -80,7 +81,7 @@ def explain(e, conn=None):
         return broker_closed(e)
     if isinstance(e, (client.Closed, queue.Closed)):
         return "the connection closed"
-    if isinstance(e, (Failed, ConsumerCancelled, HeartbeatMissed)):
+    if isinstance(e, (Failed, ConsumerCancelled, HeartbeatMissed, UnexpectedMethod)):
         return str(e)
     if isinstance(e, ProtocolRefused):
         return protocol_refused(e)

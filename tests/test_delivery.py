@@ -137,9 +137,10 @@ def test_persistent_message_survives_broker_restart(spec, broker, names):
 
 
 @pytest.mark.slow
-def test_stdin_stream_of_100000_lines(broker, names):
+@pytest.mark.parametrize("spec", SPECS)
+def test_stdin_stream_of_100000_lines(spec, broker, names):
     lines = b"".join(b"%d\n" % i for i in range(1, 100001))
-    sent = run_script("producer.py", "amqp0-8.xml", "-", *names.args, url=broker.url,
+    sent = run_script("producer.py", spec, "-", *names.args, url=broker.url,
                       input=lines, timeout=110)
     assert sent.returncode == 0, sent.stderr
     assert b"Sent 100000 message(s)" in sent.stderr
@@ -156,12 +157,13 @@ def test_count_and_several_messages(spec, broker, names):
     assert helpers.queue_depth(broker.url, names.queue) == 2
 
 
+@pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("exchange_type", ["direct", "fanout", "topic", "headers"])
-def test_exchange_types(exchange_type, broker, names):
+def test_exchange_types(exchange_type, spec, broker, names):
     args = [*names.args, "--exchange-type", exchange_type]
-    sent = run_script("producer.py", "amqp0-8.xml", "typed", *args, url=broker.url)
+    sent = run_script("producer.py", spec, "typed", *args, url=broker.url)
     assert sent.returncode == 0, sent.stderr
-    got = run_script("consumer.py", "amqp0-8.xml", "--count", "1", *args, url=broker.url)
+    got = run_script("consumer.py", spec, "--count", "1", *args, url=broker.url)
     assert got.stdout == line("typed"), got.stderr
 
 
@@ -173,8 +175,9 @@ def test_default_exchange_routes_by_queue_name(spec, broker, names):
     assert helpers.get_all(broker.url, names.queue) == [b"direct to queue"]
 
 
-def test_consumer_acks_with_its_prefetch(broker, names, spawn):
-    consumer = spawn("consumer.py", "amqp0-8.xml", "--prefetch", "7", *names.args, url=broker.url)
+@pytest.mark.parametrize("spec", SPECS)
+def test_consumer_acks_with_its_prefetch(spec, broker, names, spawn):
+    consumer = spawn("consumer.py", spec, "--prefetch", "7", *names.args, url=broker.url)
     consumer.wait_for_stderr("Waiting for messages", timeout=30)
     consumers = broker.ctl("list_consumers", "queue_name", "consumer_tag", "ack_required",
                            "prefetch_count")

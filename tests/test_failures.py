@@ -89,13 +89,14 @@ def test_bad_url_in_environment():
 
 # --- network: status 1 -------------------------------------------------------
 
+@pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("script", ["producer.py", "consumer.py"])
-def test_connection_refused(script):
+def test_connection_refused(script, spec):
     port = free_port()
     url = "amqp://guest:%s@127.0.0.1:%d/%%2F" % (PASSWORD, port)
     # the consumer retries a refused connection unless told not to
     message = ["x"] if script == "producer.py" else ["--no-reconnect"]
-    fails(run_script(script, "amqp0-8.xml", *message, url=url), 1,
+    fails(run_script(script, spec, *message, url=url), 1,
           "cannot connect to amqp://guest@127.0.0.1:%d/%%2F" % port, "connection refused")
 
 
@@ -104,9 +105,10 @@ def test_unknown_host():
     fails(run_script("producer.py", "amqp0-8.xml", "x", url=url), 1, "unknown host")
 
 
-def test_server_that_never_answers(stand_in):
+@pytest.mark.parametrize("spec", SPECS)
+def test_server_that_never_answers(spec, stand_in):
     server = stand_in(lambda conn: conn.recv(100))  # reads, says nothing
-    fails(run_script("producer.py", "amqp0-8.xml", "x", "--timeout", "1", url=server.url), 1,
+    fails(run_script("producer.py", spec, "x", "--timeout", "1", url=server.url), 1,
           "cannot connect", "no answer in time")
 
 
@@ -124,11 +126,12 @@ def test_unknown_vhost(spec, broker):
     fails(run_script("consumer.py", spec, url=url), 1, "NOT_ALLOWED", "vhost no-such-vhost not found")
 
 
-def test_vhost_without_access(broker):
+@pytest.mark.parametrize("spec", SPECS)
+def test_vhost_without_access(spec, broker):
     broker.ctl("add_vhost", "locked-out")
     try:
         url = "amqp://guest:guest@%s:%d/locked-out" % (broker.host, broker.port)
-        fails(run_script("producer.py", "amqp0-8.xml", "x", url=url), 1,
+        fails(run_script("producer.py", spec, "x", url=url), 1,
               "access to vhost 'locked-out' refused for user 'guest'")
     finally:
         broker.ctl("delete_vhost", "locked-out")
@@ -146,14 +149,15 @@ def test_exchange_redeclared_with_another_type(spec, script, broker, names):
 
 # --- what txamqp 0.8.2 would report as a lost connection, or not at all ------
 
-def test_login_refused_by_hanging_up(stand_in):
-    # What RabbitMQ does with AMQP 0-8 for a client that does not ask for a
-    # reason: reads start-ok, closes the socket.
+@pytest.mark.parametrize("spec", SPECS)
+def test_login_refused_by_hanging_up(spec, stand_in):
+    # What RabbitMQ does for a client that does not ask for a reason: reads
+    # start-ok, closes the socket. (connection.start is the same in both.)
     def script(conn):
         conn.sendall(standin.CONNECTION_START)
         standin.read_frame(conn)
     server = stand_in(script)
-    fails(run_script("producer.py", "amqp0-8.xml", "x", url=server.url), 1,
+    fails(run_script("producer.py", spec, "x", url=server.url), 1,
           "closed the connection during login", "wrong user name or password")
 
 
@@ -172,9 +176,10 @@ def test_method_without_a_handler_is_reported(stand_in):
           "cannot connect", "test_integer")
 
 
-def test_garbage_instead_of_amqp(stand_in):
+@pytest.mark.parametrize("spec", SPECS)
+def test_garbage_instead_of_amqp(spec, stand_in):
     server = stand_in(lambda conn: conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n"))
-    fails(run_script("producer.py", "amqp0-8.xml", "x", url=server.url), 1,
+    fails(run_script("producer.py", spec, "x", url=server.url), 1,
           "cannot connect", "not AMQP")
 
 

@@ -16,6 +16,9 @@ from txamqp.client import TwistedDelegate
 from txamqp.connection import Body, Frame, Header, Method
 from txamqp.protocol import FrameReceiver
 
+from amqp_support import client as our_client
+from amqp_support import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 FILES = {"0-8": ROOT / "amqp0-8.xml", "0-9-1": ROOT / "amqp0-9-1.xml"}
 VERSIONS = sorted(FILES)
@@ -360,6 +363,57 @@ def test_twisted_delegate_handlers_match_method_names(version):
              for c in s.classes for m in c.methods}
     handlers = {n for n in vars(TwistedDelegate) if not n.startswith("_") and n != "close"}
     assert handlers <= names
+
+
+# What amqp_support.client's Delegate handles, and the fields it reads.
+DELEGATE_READS = {
+    "basic.ack": ["delivery-tag", "multiple"],
+    "basic.nack": ["delivery-tag", "multiple"],
+    "basic.return": ["reply-code", "reply-text", "exchange", "routing-key"],
+    "basic.cancel": ["consumer-tag"],
+    "connection.start": [],
+    "connection.tune": ["channel-max", "frame-max"],
+    "connection.blocked": ["reason"],
+    "connection.unblocked": [],
+}
+# RabbitMQ's extensions the project uses: 0-9-1 has them, 0-8 has not.
+EXTENSIONS = ["basic.nack", "confirm.select", "connection.blocked", "connection.unblocked"]
+
+
+def has(version, name):
+    klass, meth = name.split(".")
+    classes = load(version).classes.byname
+    return klass in classes and meth in classes[klass].methods.byname
+
+
+def test_our_delegate_handles_methods_by_their_names():
+    handlers = {n for n in vars(our_client.Delegate) if not n.startswith("_")}
+    # txamqp's Delegate.dispatch looks handlers up by these names.
+    expected = {"%s_%s" % tuple(map(txspec.pythonize, n.split("."))) for n in DELEGATE_READS}
+    assert handlers == expected
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", sorted(DELEGATE_READS))
+def test_fields_our_delegate_reads(version, name):
+    if name in EXTENSIONS and version == "0-8":
+        assert not has(version, name)
+        return
+    assert [f.name for f in method(version, name).fields if f.name in DELEGATE_READS[name]] \
+        == DELEGATE_READS[name]
+
+
+@pytest.mark.parametrize("name", EXTENSIONS)
+def test_extensions_only_in_0_9_1(name):
+    assert has("0-9-1", name) and not has("0-8", name)
+
+
+def test_publisher_and_capabilities_follow_the_spec():
+    assert [publish.has_confirms(load(v)) for v in VERSIONS] == [False, True]
+    for capability, name in our_client.EXTENSIONS.items():
+        assert name in EXTENSIONS, capability
+    assert keywords("0-9-1", "confirm.select") == ["nowait"]
+    assert keywords("0-8", "tx.select") == keywords("0-9-1", "tx.select") == []
 
 
 NOWAIT_METHODS = {

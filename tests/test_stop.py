@@ -40,8 +40,9 @@ def node_log(broker):
     return log
 
 
-def test_signal_while_waiting(broker, names, spawn):
-    consumer = spawn("consumer.py", "amqp0-8.xml", *names.args, url=broker.url)
+@pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
+def test_signal_while_waiting(spec, broker, names, spawn):
+    consumer = spawn("consumer.py", spec, *names.args, url=broker.url)
     consumer.wait_for_stderr("Waiting for messages", timeout=30)
     seen = node_log(broker).stat().st_size
     consumer.send_signal(signal.SIGINT)

@@ -1,0 +1,167 @@
+"""Publishing that ends knowing what the broker has taken.
+
+The broker tells a publisher that it has taken a message in one of two ways:
+
+- publisher confirms (RabbitMQ's extension to AMQP 0-9-1, confirm.select):
+  the broker numbers the messages published on the channel 1, 2, 3, ...
+  (their delivery tags) and answers each with basic.ack (taken) or
+  basic.nack (not taken); an answer with `multiple` set covers every
+  message up to its number. The publisher keeps sending while the answers
+  come, with at most `window` messages unanswered;
+- transactions (tx.select, the only way in AMQP 0-8): the broker answers
+  tx.commit once it has taken every message published since the last
+  commit. The publisher commits every `window` messages.
+
+Either way a message published with mandatory set that no queue takes comes
+back as basic.return, before its ack or the commit-ok.
+
+    Publisher = Confirms if has_confirms(spec) else Transactions
+    publisher = yield Publisher.start(chan, window=1000)
+    yield publisher.publish(exchange=..., routing_key=..., mandatory=True, content=...)
+    sent = yield publisher.finish()  # raises Failed if a message was not taken
+
+The delegate (amqp_support.client) hands basic.ack, basic.nack and
+basic.return on the channel to its publisher.
+"""
+
+from collections import OrderedDict
+
+from twisted.internet import defer
+from txamqp.client import Closed
+
+from amqp_support.client import UnexpectedMethod
+from amqp_support.errors import Failed
+
+
+def has_confirms(spec):
+    """Whether the spec file has publisher confirms (the confirm class)."""
+    return "confirm" in spec.classes.byname
+
+
+class Publisher:
+    """What both ways share: publish, count what the broker returns, finish."""
+
+    def __init__(self, chan, window):
+        self.chan = chan
+        self.window = window
+        self.published = 0
+        self.returns = []  # (reply code, reply text, exchange, routing key) of each return
+        self.nacked = 0
+        chan.publisher = self
+
+    @classmethod
+    @defer.inlineCallbacks
+    def start(cls, chan, window):
+        """Put the channel in the mode (confirm or tx) and return a publisher."""
+        yield cls.select(chan)
+        return cls(chan, window)
+
+    def publish(self, **fields):
+        """basic.publish; the Deferred fires once more may be published."""
+        self.published += 1
+        d = self.chan.basic_publish(**fields)
+        return d.addCallback(lambda _: self.room())
+
+    def returned(self, msg):
+        self.returns.append((msg.reply_code, msg.reply_text, msg.exchange, msg.routing_key))
+
+    def channel_closed(self, reason):
+        pass
+
+    def check(self):
+        """The number of messages published, or Failed naming those not taken."""
+        problems = []
+        if self.returns:
+            code, text, exchange, key = self.returns[0]
+            problems.append("%d of %d message(s) were returned unroutable: %s %s (no queue is"
+                            " bound to exchange %r with routing key %r)"
+                            % (len(self.returns), self.published, code, text, exchange, key))
+        if self.nacked:
+            problems.append("the broker did not accept %d of %d message(s) (basic.nack; is a queue"
+                            " full, with overflow reject-publish?)" % (self.nacked, self.published))
+        if problems:
+            raise Failed("; ".join(problems))
+        return self.published
+
+
+class Transactions(Publisher):
+    """tx.select, and tx.commit every `window` messages and at the end."""
+
+    @staticmethod
+    def select(chan):
+        return chan.tx_select()
+
+    def room(self):
+        # Wait for the commit of each full transaction: at most one
+        # transaction of messages is on its way.
+        if self.published % self.window == 0:
+            return self.chan.tx_commit()
+        return None
+
+    @defer.inlineCallbacks
+    def finish(self):
+        yield self.chan.tx_commit()
+        return self.check()
+
+
+class Confirms(Publisher):
+    """confirm.select, at most `window` messages unconfirmed, all confirmed at the end."""
+
+    @staticmethod
+    def select(chan):
+        return chan.confirm_select()
+
+    def __init__(self, chan, window):
+        super().__init__(chan, window)
+        self.unconfirmed = OrderedDict()  # delivery tags, oldest first
+        self.waiting = None  # (Deferred, fire when fewer than this many are unconfirmed)
+        self.failure = None
+
+    def publish(self, **fields):
+        # The broker numbers every message published on the channel since
+        # confirm.select, from 1: that number is its delivery tag.
+        self.unconfirmed[self.published + 1] = None
+        return super().publish(**fields)
+
+    def room(self):
+        return self.fewer_than(self.window)
+
+    def finish(self):
+        return self.fewer_than(1).addCallback(lambda _: self.check())
+
+    def settle(self, tag, multiple, accepted):
+        """basic.ack (accepted) or basic.nack of one message, or of every one up to tag."""
+        settled = 0
+        if multiple:
+            while self.unconfirmed and next(iter(self.unconfirmed)) <= tag:
+                self.unconfirmed.popitem(last=False)
+                settled += 1
+        elif tag in self.unconfirmed:
+            del self.unconfirmed[tag]
+            settled = 1
+        if not settled:
+            raise UnexpectedMethod("the broker confirmed delivery tag %d, which was not"
+                                   " waiting for a confirm" % tag)
+        if not accepted:
+            self.nacked += settled
+        if self.waiting is not None and len(self.unconfirmed) < self.waiting[1]:
+            d, self.waiting = self.waiting[0], None
+            d.callback(None)
+
+    def fewer_than(self, n):
+        """A Deferred that fires once fewer than n messages are unconfirmed."""
+        if self.failure is not None:
+            return defer.fail(self.failure)
+        if len(self.unconfirmed) < n:
+            return defer.succeed(None)
+        assert self.waiting is None, "one wait at a time"
+        d = defer.Deferred(lambda d: setattr(self, "waiting", None))  # Ctrl-C cancels it
+        self.waiting = (d, n)
+        return d
+
+    def channel_closed(self, reason):
+        # Confirms will not come any more: fail whoever waits for them.
+        self.failure = Closed(reason)
+        if self.waiting is not None:
+            d, self.waiting = self.waiting[0], None
+            d.errback(self.failure)

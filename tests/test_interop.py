@@ -1,0 +1,91 @@
+"""Interoperability with pika, a widely used AMQP 0-9-1 client: pika publishes
+and consumer.py reads, consumer.py running with each spec file; producer.py
+publishes with each spec file and a pika consumer gets the exact bytes, as
+persistent messages (delivery mode 2)."""
+
+import decimal
+from datetime import datetime, timezone
+
+import pika
+import pytest
+
+import helpers
+from helpers import run_script
+
+SPECS = ["amqp0-8.xml", "amqp0-9-1.xml"]
+
+BODIES = [
+    b"producer-to-consumer test message 1",
+    "d\u00e9j\u00e0 vu \u6d88\u606f \U0001f389".encode(),
+    b"caf\xe9 \xff\xfe\x80",  # not UTF-8
+    bytes(b for b in range(256) if b != 0x0A),  # every byte but the newline stdin splits on
+    b"",
+]
+PRINTED = [
+    "producer-to-consumer test message 1",
+    "d\u00e9j\u00e0 vu \u6d88\u606f \U0001f389",
+    "caf\\xe9 \\xff\\xfe\\x80",
+    None,  # checked by length below
+    "",
+]
+
+# Every property, with a header of every field type pika writes.
+PROPERTIES = pika.BasicProperties(
+    content_type="application/octet-stream", content_encoding="identity",
+    headers={"text": "\u00e9t\u00e9", "bytes": b"\x00\xff", "true": True, "int": -7,
+             "long": 2**40, "decimal": decimal.Decimal("3.14"),
+             "time": datetime(2009, 6, 18, tzinfo=timezone.utc), "table": {"nested": [1, "two", None]},
+             "void": None},
+    delivery_mode=pika.DeliveryMode.Persistent, priority=3, correlation_id="corr-1",
+    reply_to="reply-queue", expiration="600000", message_id="msg-1", timestamp=1245283200,
+    type="example", user_id="guest", app_id="pika")
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_pika_publishes_consumer_reads(spec, broker, names):
+    helpers.declare(broker.url, names.exchange, names.queue, names.routing_key)
+    with helpers.connect(broker.url) as conn:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for body in BODIES:
+            ch.basic_publish(names.exchange, names.routing_key, body, PROPERTIES, mandatory=True)
+    got = run_script("consumer.py", spec, "--count", str(len(BODIES)), *names.args, url=broker.url)
+    assert got.returncode == 0, got.stderr
+    lines = got.stdout.decode().split("\n")
+    assert lines[-1] == "" and len(lines) == len(BODIES) + 1
+    for line, text in zip(lines, PRINTED):
+        assert line.startswith("Received: ") and line.endswith(" from channel #1")
+        if text is not None:
+            assert line == "Received: %s from channel #1" % text
+    assert lines[3].startswith("Received: \\x00\\x01\\x02") and "\\n" not in lines[3]
+    assert helpers.queue_depth(broker.url, names.queue) == 0  # each one acked
+
+
+def pika_consume(url, queue, count):
+    """count messages from queue, read by a pika consumer: (method, properties, body) each."""
+    got = []
+    with helpers.connect(url) as conn:
+        ch = conn.channel()
+        for method, properties, body in ch.consume(queue, inactivity_timeout=10):
+            assert method is not None, "only %d of %d message(s) came" % (len(got), count)
+            got.append((method, properties, body))
+            ch.basic_ack(method.delivery_tag)
+            if len(got) == count:
+                break
+        ch.cancel()
+    return got
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_producer_publishes_pika_reads(spec, broker, names):
+    stdin = b"".join(body + b"\n" for body in BODIES)
+    sent = run_script("producer.py", spec, "-", *names.args, url=broker.url, input=stdin)
+    assert sent.returncode == 0, sent.stderr
+    got = pika_consume(broker.url, names.queue, len(BODIES))
+    assert [body for _, _, body in got] == BODIES
+    for method, properties, _ in got:
+        assert (method.exchange, method.routing_key, method.redelivered) == (
+            names.exchange, names.routing_key, False)
+        assert properties.delivery_mode == 2
+        # Nothing else was set.
+        assert {k: v for k, v in vars(properties).items() if v is not None} == {"delivery_mode": 2}

@@ -1,0 +1,186 @@
+"""The producer's exit status says whether the broker took every message:
+publisher confirms on 0-9-1 (acks, nacks), transactions on 0-8, mandatory
+publishing on both (basic.return), and a broker that blocks publishers while
+it is low on memory. End to end against the tests' own RabbitMQ node, except
+the confirm bookkeeping at the bottom, which no broker here can be made to
+exercise in every order."""
+
+import re
+import time
+
+import pytest
+from twisted.internet import defer
+from txamqp.client import Closed
+
+import helpers
+from amqp_support import publish
+from amqp_support.client import UnexpectedMethod
+from amqp_support.errors import Failed
+from helpers import run_script
+from test_failures import fails
+
+SPECS = ["amqp0-8.xml", "amqp0-9-1.xml"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_unroutable_messages_are_reported(spec, broker, names):
+    # The default exchange routes by queue name: a mistyped queue name
+    # reaches no queue. Without mandatory the broker would drop it silently.
+    args = ["--exchange", "", "--queue", names.queue, "--routing-key", names.queue + "-typo"]
+    sent = run_script("producer.py", spec, "--count", "3", "lost?", *args, url=broker.url)
+    fails(sent, 1, "3 of 3 message(s) were returned unroutable: 312 NO_ROUTE",
+          "exchange '' with routing key %r" % (names.queue + "-typo"))
+    assert helpers.queue_depth(broker.url, names.queue) == 0
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_routable_messages_exit_0(spec, broker, names):
+    args = ["--exchange", "", "--queue", names.queue]
+    sent = run_script("producer.py", spec, "--count", "3", "found", *args, url=broker.url)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stderr.decode() == "Sent 3 message(s) to exchange '' with routing key %r.\n" % names.queue
+
+
+@pytest.fixture
+def full_queue(broker, names):
+    """names.queue holds at most 2 messages and refuses more (an operator's
+    policy: the scripts' own declarations stay equivalent)."""
+    policy = "full-" + names.queue
+    broker.ctl("set_policy", policy, "^%s$" % re.escape(names.queue),
+               '{"max-length": 2, "overflow": "reject-publish"}', "--apply-to", "queues")
+    yield names
+    broker.ctl("clear_policy", policy)
+
+
+def test_nacked_messages_are_reported(broker, full_queue):
+    sent = run_script("producer.py", "amqp0-9-1.xml", "1", "2", "3", "4", "5", *full_queue.args,
+                      url=broker.url)
+    fails(sent, 1, "the broker did not accept 3 of 5 message(s) (basic.nack")
+    assert helpers.get_all(broker.url, full_queue.queue) == [b"1", b"2"]
+
+
+def test_refused_messages_fail_the_transaction_on_0_8(broker, full_queue):
+    # AMQP 0-8 has no nack: RabbitMQ refuses the commit instead.
+    sent = run_script("producer.py", "amqp0-8.xml", "1", "2", "3", "4", "5", *full_queue.args,
+                      url=broker.url)
+    fails(sent, 1, "406 PRECONDITION_FAILED", "partial tx completion", "tx.commit")
+
+
+def wait_for_blocked_connection(broker, timeout=30):
+    deadline = time.monotonic() + timeout
+    while "blocked" not in broker.ctl("list_connections", "state").split():
+        assert time.monotonic() < deadline, "no connection was blocked"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", SPECS)
+def test_producer_waits_while_the_broker_is_low_on_memory(spec, broker, names, spawn):
+    helpers.declare(broker.url, names.exchange, names.queue, names.routing_key)
+    bodies = [b"%d" % i for i in range(3000)]
+    # A watermark of 0: RabbitMQ's memory alarm goes off and it stops
+    # reading from every connection that publishes.
+    broker.ctl("set_vm_memory_high_watermark", "0")
+    try:
+        producer = spawn("producer.py", spec, "-", *names.args, url=broker.url,
+                         input=b"".join(b + b"\n" for b in bodies))
+        wait_for_blocked_connection(broker)
+        if spec == "amqp0-9-1.xml":  # AMQP 0-8 cannot tell
+            producer.wait_for_stderr("The broker blocked the connection (low on memory); waiting")
+        time.sleep(1)
+        assert producer.returncode is None, producer.stderr_text
+        assert helpers.queue_depth(broker.url, names.queue) < len(bodies)
+    finally:
+        broker.ctl("set_vm_memory_high_watermark", "0.4")  # RabbitMQ's default
+    assert producer.wait(timeout=60) == 0, producer.stderr_text
+    if spec == "amqp0-9-1.xml":
+        assert "The broker unblocked the connection" in producer.stderr_text
+    assert helpers.get_all(broker.url, names.queue) == bodies
+
+
+# --- the confirm bookkeeping, with a channel that only records -------------
+
+class RecordingChannel:
+    publisher = None
+
+    def __init__(self):
+        self.published = []
+
+    def basic_publish(self, **fields):
+        self.published.append(fields)
+        return defer.succeed(None)
+
+
+def confirms(window):
+    return publish.Confirms(RecordingChannel(), window)
+
+
+def fired(d):
+    """Whether d has its result (a Deferred whose callback waits on another has not)."""
+    results = []
+    d.addBoth(lambda result: results.append(result) or result)
+    return bool(results)
+
+
+def test_window_holds_the_publisher_until_confirms_come():
+    p = confirms(window=3)
+    assert fired(p.publish(body=0)) and fired(p.publish(body=1))
+    waiting = p.publish(body=2)  # tags 1, 2, 3 unconfirmed: the window is full
+    assert not fired(waiting)
+    p.settle(2, multiple=False, accepted=True)  # out of order: 1 and 3 left
+    assert fired(waiting)
+    waiting = p.publish(body=3)  # 1, 3, 4
+    assert not fired(waiting)
+    p.settle(3, multiple=True, accepted=True)  # 1 and 3 (2 is done): 4 left
+    assert fired(waiting)
+    done = p.finish()
+    assert not fired(done)
+    p.settle(4, multiple=False, accepted=True)
+    assert done.result == 4
+    assert [fields["body"] for fields in p.chan.published] == [0, 1, 2, 3]
+
+
+def test_nacks_count_each_message_once():
+    p = confirms(window=10)
+    for i in range(6):
+        p.publish(body=i)
+    p.settle(2, multiple=False, accepted=False)
+    p.settle(3, multiple=True, accepted=False)  # 1 and 3, not 2 again
+    p.settle(6, multiple=True, accepted=True)
+    with pytest.raises(Failed, match=r"did not accept 3 of 6 message"):
+        p.check()
+    done = p.finish()
+    assert done.called and isinstance(done.result.value, Failed)
+    done.addErrback(lambda _: None)
+
+
+def test_a_confirm_for_no_waiting_message_is_an_error():
+    p = confirms(window=10)
+    p.publish(body=0)
+    p.settle(1, multiple=False, accepted=True)
+    with pytest.raises(UnexpectedMethod, match="delivery tag 1"):
+        p.settle(1, multiple=False, accepted=True)
+    with pytest.raises(UnexpectedMethod, match="delivery tag 7"):
+        p.settle(7, multiple=True, accepted=True)
+
+
+def test_closed_channel_fails_who_waits_for_confirms():
+    p = confirms(window=1)
+    waiting = p.publish(body=0)
+    p.channel_closed("the reason")
+    assert isinstance(waiting.result.value, Closed) and waiting.result.value.args == ("the reason",)
+    waiting.addErrback(lambda _: None)
+    later = p.finish()
+    assert isinstance(later.result.value, Closed)
+    later.addErrback(lambda _: None)
+
+
+def test_cancelled_wait_is_forgotten():
+    # Ctrl-C cancels what the producer waits for; a confirm that comes
+    # afterwards must not fire the cancelled Deferred again.
+    p = confirms(window=1)
+    waiting = p.publish(body=0)
+    waiting.cancel()
+    waiting.addErrback(lambda _: None)
+    p.settle(1, multiple=False, accepted=True)
+    assert p.finish().result == 1
