@@ -175,33 +175,46 @@ def script(parser):
             observer = textFileLogObserver(sys.stderr) if args.verbose else (lambda event: None)
             globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
             d = defer.maybeDeferred(main, reactor, args)
-            reactor.callWhenRunning(cancel_on_signals, d)
-            return d.addErrback(exit_with_one_line, parser.prog, args.verbose)
+            interruption = Interruption(reactor, d)
+            # After reactor.run() has installed its own handlers, to replace them.
+            reactor.callWhenRunning(interruption.install)
+            return d.addErrback(exit_with_one_line, parser.prog, args.verbose, interruption)
         return run
     return decorate
 
 
-def cancel_on_signals(d):
-    def handler(signum, frame):
-        if d.called:
+class Interruption:
+    """Ctrl-C or SIGTERM cancels main's Deferred; a second one ends the process."""
+
+    def __init__(self, reactor, d):
+        self.reactor = reactor
+        self.d = d
+        self.signal = None
+
+    def install(self):
+        signal.signal(signal.SIGINT, self.handler)
+        signal.signal(signal.SIGTERM, self.handler)
+
+    def handler(self, signum, frame):
+        if self.d.called:
             return
-        if handler.seen:
-            os._exit(1)  # a second Ctrl-C: stop now, without closing
-        handler.seen = True
-        from twisted.internet import reactor
-        reactor.callFromThread(d.cancel)
-    handler.seen = False
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+        if self.signal is not None:
+            os._exit(1)  # the second one: stop now, without closing
+        self.signal = signal.Signals(signum).name
+        self.reactor.callFromThread(self.d.cancel)
 
 
-def exit_with_one_line(failure, prog, verbose):
+def exit_with_one_line(failure, prog, verbose, interruption):
     if failure.check(SystemExit):
         return failure
     if verbose:
         traceback.print_exception(failure.type, failure.value, failure.getTracebackObject())
     status = 2 if failure.check(UsageError) else 1
-    print("%s: error: %s" % (prog, explain(failure.value)), file=sys.stderr, flush=True)
+    if failure.check(defer.CancelledError) and interruption.signal:
+        line = "interrupted by %s before the end" % interruption.signal
+    else:
+        line = explain(failure.value)
+    print("%s: error: %s" % (prog, line), file=sys.stderr, flush=True)
     raise SystemExit(status)
 
 

@@ -25,6 +25,9 @@ parser.add_argument("messages", metavar="MESSAGE", nargs="*",
 parser.add_argument("--count", type=int, default=1, help="send each message this many times")
 parser.add_argument("--transient", action="store_true",
                     help="do not ask the broker to write the messages to disk")
+parser.add_argument("--retry", action="store_true",
+                    help="when the connection fails, reconnect and send again what the broker"
+                         " had not taken (a message may then arrive twice)")
 
 
 def bodies(args):
@@ -45,24 +48,30 @@ def main(reactor, args):
     if not args.messages:
         raise common.UsageError('no message given: give a MESSAGE, or "-" to read stdin')
     spec = common.load_spec(args.spec)
-    service = common.AMQPService(reactor, spec, args, reconnect=False)
-    conn = yield service.connect()
-    chan = yield common.get_channel(conn)
-    yield common.declare(chan, args)
-
+    service = common.AMQPService(reactor, spec, args, reconnect=args.retry)
     # The broker says it has taken each message with a publisher confirm
     # where the spec has them (0-9-1), else by committing a transaction (0-8).
     Publisher = publish.Confirms if publish.has_confirms(spec) else publish.Transactions
-    publisher = yield Publisher.start(chan, window=WINDOW)
     # A persistent message is written to disk, so it survives a broker restart.
     delivery_mode = common.NON_PERSISTENT if args.transient else common.PERSISTENT
-    for body in bodies(args):
-        content = Content(body, properties={"delivery-mode": delivery_mode})
-        # mandatory: a message that no queue takes comes back (basic.return)
-        # instead of being dropped without a word.
-        yield publisher.publish(exchange=args.exchange, routing_key=args.routing_key,
-                                mandatory=True, content=content)
-    sent = yield publisher.finish()  # fails if a message was returned or refused
+    messages = (Content(body, properties={"delivery-mode": delivery_mode}) for body in bodies(args))
+    publisher = None
+    while True:
+        conn = yield service.connect()
+        try:
+            chan = yield common.get_channel(conn)
+            yield common.declare(chan, args)
+            # After a reconnect, this first sends again what was not taken.
+            publisher = yield Publisher.start(chan, WINDOW, previous=publisher)
+            for content in messages:
+                # mandatory: a message that no queue takes comes back
+                # (basic.return) instead of being dropped without a word.
+                yield publisher.publish(exchange=args.exchange, routing_key=args.routing_key,
+                                        mandatory=True, content=content)
+            sent = yield publisher.finish()  # fails if a message was returned or refused
+            break
+        except common.Disconnected as e:
+            yield service.lost(e, conn, publisher and publisher.progress())
     print("Sent %d message(s) to exchange %r with routing key %r."
           % (sent, args.exchange, args.routing_key), file=sys.stderr)
     yield service.close(conn, chan)

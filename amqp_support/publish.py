@@ -20,6 +20,9 @@ back as basic.return, before its ack or the commit-ok.
     yield publisher.publish(exchange=..., routing_key=..., mandatory=True, content=...)
     sent = yield publisher.finish()  # raises Failed if a message was not taken
 
+After a lost connection, Publisher.start(new_chan, 1000, previous=publisher)
+first sends again every message the broker had not yet taken.
+
 The delegate (amqp_support.client) hands basic.ack, basic.nack and
 basic.return on the channel to its publisher.
 """
@@ -41,20 +44,25 @@ def has_confirms(spec):
 class Publisher:
     """What both ways share: publish, count what the broker returns, finish."""
 
-    def __init__(self, chan, window):
+    def __init__(self, chan, window, previous=None):
         self.chan = chan
         self.window = window
-        self.published = 0
-        self.returns = []  # (reply code, reply text, exchange, routing key) of each return
-        self.nacked = 0
+        # What the broker said of the messages before a reconnect still counts.
+        self.published = previous.published - len(previous.unsettled()) if previous else 0
+        self.returns = previous.returns if previous else []  # (code, text, exchange, key) each
+        self.nacked = previous.nacked if previous else 0
         chan.publisher = self
 
     @classmethod
     @defer.inlineCallbacks
-    def start(cls, chan, window):
-        """Put the channel in the mode (confirm or tx) and return a publisher."""
+    def start(cls, chan, window, previous=None):
+        """Put the channel in the mode (confirm or tx) and return a publisher;
+        after a reconnect, send again what the previous one had not settled."""
         yield cls.select(chan)
-        return cls(chan, window)
+        publisher = cls(chan, window, previous)
+        for fields in previous.unsettled() if previous else []:
+            yield publisher.publish(**fields)
+        return publisher
 
     def publish(self, **fields):
         """basic.publish; the Deferred fires once more may be published."""
@@ -67,6 +75,12 @@ class Publisher:
 
     def channel_closed(self, reason):
         pass
+
+    def progress(self):
+        """What the broker has taken so far, for a message that ends the run."""
+        unsettled = len(self.unsettled())
+        return ("the broker had taken %d message(s); %d more were sent but not confirmed"
+                % (self.published - unsettled - self.nacked, unsettled))
 
     def check(self):
         """The number of messages published, or Failed naming those not taken."""
@@ -91,16 +105,32 @@ class Transactions(Publisher):
     def select(chan):
         return chan.tx_select()
 
+    def __init__(self, chan, window, previous=None):
+        self.transaction = []  # the messages published since the last commit
+        super().__init__(chan, window, previous)
+
+    def publish(self, **fields):
+        self.transaction.append(fields)
+        return super().publish(**fields)
+
+    def unsettled(self):
+        return self.transaction
+
+    @defer.inlineCallbacks
+    def commit(self):
+        yield self.chan.tx_commit()
+        self.transaction = []
+
     def room(self):
         # Wait for the commit of each full transaction: at most one
         # transaction of messages is on its way.
-        if self.published % self.window == 0:
-            return self.chan.tx_commit()
+        if len(self.transaction) >= self.window:
+            return self.commit()
         return None
 
     @defer.inlineCallbacks
     def finish(self):
-        yield self.chan.tx_commit()
+        yield self.commit()
         return self.check()
 
 
@@ -111,17 +141,22 @@ class Confirms(Publisher):
     def select(chan):
         return chan.confirm_select()
 
-    def __init__(self, chan, window):
-        super().__init__(chan, window)
-        self.unconfirmed = OrderedDict()  # delivery tags, oldest first
+    def __init__(self, chan, window, previous=None):
+        self.unconfirmed = OrderedDict()  # delivery tag: the message's fields, oldest first
+        self.tags = 0
         self.waiting = None  # (Deferred, fire when fewer than this many are unconfirmed)
         self.failure = None
+        super().__init__(chan, window, previous)
 
     def publish(self, **fields):
         # The broker numbers every message published on the channel since
         # confirm.select, from 1: that number is its delivery tag.
-        self.unconfirmed[self.published + 1] = None
+        self.tags += 1
+        self.unconfirmed[self.tags] = fields
         return super().publish(**fields)
+
+    def unsettled(self):
+        return list(self.unconfirmed.values())
 
     def room(self):
         return self.fewer_than(self.window)

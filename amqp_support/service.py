@@ -51,17 +51,22 @@ class AMQPService(ClientService):
                                             mechanism="PLAIN").addTimeout(self.timeout, self.reactor)
                     self._logged_in = conn
                 return conn
+            except defer.CancelledError:  # Ctrl-C: not a failure to connect
+                raise
             except Exception as e:
                 if conn is not None and conn.transport is not None:
                     conn.transport.abortConnection()
-                yield self.lost(e, conn, "cannot connect to %s" % self.broker)
+                yield self.lost(e, conn, what="cannot connect to %s" % self.broker)
 
     @defer.inlineCallbacks
-    def lost(self, e, conn=None, what=None):
-        """After a failure: carry on if it may pass and we reconnect, else end."""
+    def lost(self, e, conn=None, note=None, what=None):
+        """After a failure: carry on if it may pass and we reconnect, else end.
+        note: what the script had done so far, said with the failure."""
         # Out of ClientService's callbacks first: it may not be re-entered.
         yield task.deferLater(self.reactor, 0)
         message = "%s: %s" % (what or "lost the connection to %s" % self.broker, explain(e, conn))
+        if note:
+            message += " (%s)" % note
         if not (self.reconnect and is_transient(e, conn)):
             yield self.stopService()
             raise Failed(message) from e

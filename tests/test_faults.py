@@ -3,6 +3,7 @@ or restarted. Every message is delivered at least once (duplicates are
 counted and allowed) and the queue ends empty."""
 
 import os
+import re
 import signal
 import time
 
@@ -129,3 +130,66 @@ def test_no_reconnect_ends_on_a_lost_connection(broker, names, spawn):
     assert lines[-1].startswith("consumer.py: error: lost the connection to amqp://guest@")
     assert "320 CONNECTION_FORCED" in lines[-1]
     assert "Traceback" not in consumer.stderr_text
+
+
+def wait_for_depth(broker, queue, at_least, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if helpers.queue_depth(broker.url, queue) >= at_least:
+                return
+        except Exception:  # noqa: BLE001 (not declared yet)
+            pass
+        assert time.monotonic() < deadline, "the queue never held %d messages" % at_least
+        time.sleep(0.05)
+
+
+LONG_STREAM = 60000
+
+
+@pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
+@pytest.mark.parametrize("queue_type", QUEUE_TYPES)
+def test_producer_with_retry_survives_a_broker_restart(spec, queue_type, broker, names, spawn):
+    bodies = [b"%d" % i for i in range(LONG_STREAM)]
+    args = [*names.args, "--queue-type", queue_type]
+    producer = spawn("producer.py", spec, "-", "--retry", *args, url=broker.url,
+                     input=b"".join(b + b"\n" for b in bodies))
+    wait_for_depth(broker, names.queue, 2000)
+    broker.restart()
+    assert producer.wait(timeout=90) == 0, producer.stderr_text
+    err = producer.stderr_text
+    assert "lost the connection to" in err and "; reconnecting" in err, err
+    assert err.endswith("Sent %d message(s) to exchange %r with routing key %r.\n"
+                        % (LONG_STREAM, names.exchange, names.routing_key)), err
+    got = helpers.get_all(broker.url, names.queue)
+    assert set(got) == set(bodies), "lost: %d" % len(set(bodies) - set(got))
+    assert helpers.queue_depth(broker.url, names.queue) == 0
+    print("%d duplicate(s) after the restart" % (len(got) - len(bodies)))
+
+
+@pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
+def test_producer_without_retry_says_what_the_broker_took(spec, broker, names, spawn):
+    bodies = [b"%d" % i for i in range(LONG_STREAM)]
+    producer = spawn("producer.py", spec, "-", *names.args, url=broker.url,
+                     input=b"".join(b + b"\n" for b in bodies))
+    wait_for_depth(broker, names.queue, 2000)
+    broker.stop()
+    assert producer.wait(timeout=60) == 1, producer.stderr_text
+    [line] = producer.stderr_text.splitlines()
+    found = re.search(r"\(the broker had taken (\d+) message\(s\); (\d+) more were sent but not"
+                      r" confirmed\)$", line)
+    assert line.startswith("producer.py: error: lost the connection to amqp://guest@") and found, line
+    taken = int(found.group(1))
+    broker.start()
+    got = set(helpers.get_all(broker.url, names.queue))
+    assert set(bodies[:taken]) <= got, "a message counted as taken is missing"
+
+
+def test_ctrl_c_while_the_producer_retries(broker, names, spawn):
+    broker.stop()
+    producer = spawn("producer.py", "amqp0-8.xml", "--retry", "x", *names.args, url=broker.url)
+    producer.wait_for_stderr("connection refused (is RabbitMQ running there?); reconnecting")
+    producer.send_signal(signal.SIGINT)
+    assert producer.wait(timeout=30) == 1
+    assert producer.stderr_text.splitlines()[-1] == (
+        "producer.py: error: interrupted by SIGINT before the end")
