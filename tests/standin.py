@@ -6,16 +6,19 @@ method the client has no handler for, or bytes that are not AMQP.
 StandIn(script) listens on 127.0.0.1; for each connection it reads the
 8-byte protocol header, then plays script(conn): a function that sends and
 reads on the accepted socket. Frames are built with txamqp's payload types.
+StandIn(script, tls=context) speaks TLS with that ssl.SSLContext first; a
+handshake that fails is kept in tls_errors, and the connection plays nothing.
 """
 
 import socket
 import threading
+from urllib.parse import quote
 
 from txamqp import spec as amqp_spec
 from txamqp.connection import Method
 
 from amqp_support.codec import pack_frame
-from helpers import ROOT
+from helpers import PASSWORD, ROOT
 
 SPEC_08 = amqp_spec.load(str(ROOT / "amqp0-8.xml"))
 
@@ -45,14 +48,16 @@ def read_frame(conn):
 
 
 class StandIn:
-    def __init__(self, script):
+    def __init__(self, script, tls=None):
         self.script = script
+        self.tls = tls
+        self.tls_errors = []
         self.headers = []
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()
         self.port = self.sock.getsockname()[1]
-        self.url = "amqp://guest:guest@127.0.0.1:%d/%%2F" % self.port
+        self.url = "amqp://guest:%s@127.0.0.1:%d/%%2F" % (quote(PASSWORD, safe=""), self.port)
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -61,8 +66,15 @@ class StandIn:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            conn.settimeout(10)
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except OSError as e:
+                    self.tls_errors.append(e)
+                    conn.close()
+                    continue
             with conn:
-                conn.settimeout(10)
                 try:
                     header = b""
                     while len(header) < 8:
