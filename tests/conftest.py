@@ -9,6 +9,7 @@ tls_broker, mtls_broker (session) throwaway nodes with a TLS listener and
 names     (function) an exchange, queue and routing key of this test's own.
 vhost_url (function) the URL of a fresh, empty vhost on the throwaway node.
 spawn     (function) starts a script in the background; kills it at test end.
+stand_in  (function) stand_in(script, tls=None) starts a standin.StandIn; closed at test end.
 
 The plain helpers (run_script, queue_depth, ...) are in helpers.py.
 """
@@ -31,6 +32,7 @@ from port_for import get_port
 from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 
 import helpers
+import standin
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 RABBITMQ_CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
@@ -360,3 +362,17 @@ def spawn():
     yield spawn
     for script in started:
         script.kill()
+
+
+@pytest.fixture
+def stand_in():
+    """stand_in(script, tls=None) -> a standin.StandIn, closed when the test ends."""
+    started = []
+
+    def start(script, tls=None):
+        server = standin.StandIn(script, tls=tls)
+        started.append(server)
+        return server
+    yield start
+    for server in started:
+        server.close()

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The password no output may show. It has characters that a URL must
 # percent-encode, so both of its forms are looked for.
 PASSWORD = "pa55:w0rd/n0t@to#show"
+SECRET = quote(PASSWORD, safe="")  # the password as a URL holds it
 
 
 def project_modules():
@@ -220,6 +221,32 @@ def assert_no_secret(result, password=PASSWORD):
         text = data.decode("utf-8", "backslashreplace")
         for form in secret_forms(password):
             assert form not in text, "the password (as %r) is in %s:\n%s" % (form, name, text)
+
+
+def run_failing(*argv, url, **kwargs):
+    """run_script for a case that fails, then the same command with --verbose
+    (Twisted's log and tracebacks): the same exit status, and the password
+    shown by neither run. The case must carry the password (SECRET in its URL
+    or arguments). Returns the first run's result."""
+    assert SECRET in url or any(SECRET in str(arg) for arg in argv), \
+        "this case must use a URL with the known password"
+    result = run_script(*argv, url=url, **kwargs)
+    assert_no_secret(result)
+    verbose = run_script(*argv, "--verbose", url=url, **kwargs)
+    assert_no_secret(verbose)
+    assert verbose.returncode == result.returncode, verbose.stderr
+    return result
+
+
+def fails(result, status, *words):
+    """The script exited with status and said one line naming words; returns the line."""
+    err = result.stderr.decode("utf-8", "backslashreplace")
+    assert result.returncode == status, err
+    assert err.count("\n") == 1 and err.endswith("\n"), "not one line: %r" % err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err, "%r not in %r" % (word, err)
+    return err
 
 
 def wait_for_port(host, port, timeout=60):

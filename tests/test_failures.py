@@ -1,63 +1,26 @@
 """Every failure a user can cause: exit status 2 for usage and spec, 1 for
 broker and network; one line on stderr, no traceback without --verbose.
 
-Every case runs twice, as is and with --verbose, with helpers.PASSWORD in its
-URL: neither run may show the password anywhere on stdout or stderr."""
+Every case runs twice (helpers.run_failing), as is and with --verbose, with
+helpers.PASSWORD in its URL: neither run may show the password anywhere on
+stdout or stderr. The stand_in fixture is in conftest.py."""
 
 import socket
-from urllib.parse import quote
 
 import pytest
 
 import helpers
 import standin
-from helpers import PASSWORD
+from helpers import SECRET, fails
+from helpers import run_failing as run_script  # as is and with --verbose, no password shown
 
 SPECS = ["amqp0-8.xml", "amqp0-9-1.xml"]
-SECRET = quote(PASSWORD, safe="")  # the password as a URL holds it
-
-
-def run_script(*argv, url, **kwargs):
-    """helpers.run_script, then the same command with --verbose (Twisted's log
-    and tracebacks): the same exit status, and the password shown by neither."""
-    assert SECRET in url or any(SECRET in str(arg) for arg in argv), \
-        "this case must use a URL with the known password"
-    result = helpers.run_script(*argv, url=url, **kwargs)
-    helpers.assert_no_secret(result)
-    verbose = helpers.run_script(*argv, "--verbose", url=url, **kwargs)
-    helpers.assert_no_secret(verbose)
-    assert verbose.returncode == result.returncode, verbose.stderr
-    return result
-
-
-def fails(result, status, *words):
-    """The script exited with status and said one line naming words."""
-    err = result.stderr.decode("utf-8", "backslashreplace")
-    assert result.returncode == status, err
-    assert err.count("\n") == 1 and err.endswith("\n"), "not one line: %r" % err
-    assert "Traceback" not in err
-    for word in words:
-        assert word in err, "%r not in %r" % (word, err)
-    return err
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def stand_in():
-    started = []
-
-    def start(script):
-        server = standin.StandIn(script)
-        started.append(server)
-        return server
-    yield start
-    for server in started:
-        server.close()
 
 
 # --- usage and spec file: status 2, and no connection attempted -------------
