@@ -43,18 +43,22 @@ def tls_options(host, cafile=None, certfile=None, keyfile=None):
         certs = load(certfile, "--certfile", "certificate", x509.load_pem_x509_certificates)
         key = load(keyfile or certfile, "--keyfile" if keyfile else "--certfile", "private key",
                    lambda data: serialization.load_pem_private_key(data, password=None))
-        try:
-            client = ssl.PrivateCertificate.fromCertificateAndKeyPair(
-                ssl.Certificate(crypto.X509.from_cryptography(certs[0])),
-                ssl.KeyPair(crypto.PKey.from_cryptography_key(key)))
-        except Exception:
+        if public_bytes(certs[0].public_key()) != public_bytes(key.public_key()):
             raise UsageError("the key in %r does not belong to the certificate in %r"
-                             % (keyfile or certfile, certfile)) from None
+                             % (keyfile or certfile, certfile))
+        client = ssl.PrivateCertificate.fromCertificateAndKeyPair(
+            ssl.Certificate(crypto.X509.from_cryptography(certs[0])),
+            ssl.KeyPair(crypto.PKey.from_cryptography_key(key)))
         chain = [crypto.X509.from_cryptography(c) for c in certs[1:]]
     elif keyfile:
         raise UsageError("--keyfile needs --certfile")
     return ssl.optionsForClientTLS(host, trust, clientCertificate=client,
                                    extraCertificateOptions={"extraCertChain": chain} if chain else None)
+
+
+def public_bytes(public_key):
+    return public_key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load(path, option, what, parse):

@@ -107,6 +107,20 @@ def test_client_certificate_and_key_in_one_file(mtls_broker, queue, tmp_path):
     round_trip(mtls_broker, queue, "amqp0-9-1.xml", "--cafile", mtls_broker.cafile, "--certfile", both)
 
 
+def test_client_certificate_with_its_chain(mtls_broker, queue, tmp_path):
+    # A certificate from an intermediate CA: the broker trusts only the root,
+    # so the intermediate must go along, after the certificate in --certfile.
+    client = mtls_broker.ca.create_child_ca().issue_cert("txamqp-test-client")
+    chain, leaf_only, key = tmp_path / "chain.pem", tmp_path / "leaf.pem", tmp_path / "key.pem"
+    chain.write_bytes(b"".join(pem.bytes() for pem in client.cert_chain_pems[:2]))
+    client.cert_chain_pems[0].write_to_path(leaf_only)
+    client.private_key_pem.write_to_path(key)
+    round_trip(mtls_broker, queue, "amqp0-8.xml", "--cafile", mtls_broker.cafile,
+               "--certfile", chain, "--keyfile", key)
+    refused("consumer.py", "amqp0-8.xml", "--cafile", mtls_broker.cafile, "--certfile", leaf_only,
+            "--keyfile", key, url=mtls_broker.url(password=PASSWORD), words=["TLS failed", "unknown ca"])
+
+
 def test_client_certificate_not_given(mtls_broker):
     refused("consumer.py", "amqp0-8.xml", "--cafile", mtls_broker.cafile,
             url=mtls_broker.url(password=PASSWORD),
