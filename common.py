@@ -9,6 +9,7 @@ declare, and close.
 import argparse
 import functools
 import os
+import re
 import signal
 import sys
 import traceback
@@ -40,14 +41,23 @@ class Broker:
     """Where to connect, from an amqp:// or amqps:// URL."""
 
     def __init__(self, url):
-        parts = urlsplit(url)
-        if parts.scheme not in ("amqp", "amqps"):
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # a bad [IPv6] address, say
+            raise argparse.ArgumentTypeError("%r is not a valid URL" % self.mask(url)) from None
+        if parts.scheme not in ("amqp", "amqps") or not url.partition(":")[2].startswith("//"):
             raise argparse.ArgumentTypeError(
                 "%r is not an amqp:// or amqps:// URL" % self.mask(url))
+        if "@" not in parts.netloc and "@" in url.partition("//")[2]:
+            # "amqp://user:pa/ss@host" ends its host at the "/": the password
+            # would become the port and the vhost.
+            raise argparse.ArgumentTypeError(
+                "%r: percent-encode any \"/\", \"?\" or \"#\" in the user name or password"
+                " (%%2F, %%3F, %%23)" % self.mask(url))
         try:
             self.port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
         except ValueError:
-            raise argparse.ArgumentTypeError("the port in %r is not a number" % self.mask(url))
+            raise argparse.ArgumentTypeError("the port in %r is not a port number" % self.mask(url)) from None
         self.tls = parts.scheme == "amqps"
         self.host = parts.hostname or "localhost"
         self.username = unquote(parts.username or "guest")
@@ -57,10 +67,18 @@ class Broker:
 
     @staticmethod
     def mask(url):
-        parts = urlsplit(url)
-        if parts.password is None:
+        """url for an error message: anything between the user name and the
+        last "@" may be a password (passwords hold "/" and "@" too): ***."""
+        if "@" not in url:
             return url
-        return parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@", 1)).geturl()
+        user = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*", url)
+        user = user.group(0) if user else ""
+        if url[len(user):].startswith("@"):
+            return url  # a user name and no password
+        return "%s***@%s" % (user + ":" if user else "", url.rpartition("@")[2])
+
+    def __repr__(self):
+        return "Broker(%r)" % str(self)
 
     def __str__(self):
         # Never the password: this string goes into messages and logs.
@@ -106,19 +124,39 @@ def make_parser(doc):
     parser.add_argument("--heartbeat", type=int, default=60,
                         help="seconds between heartbeats; a broker silent for three is taken"
                              " as gone (0: off)")
+    parser.add_argument("--password-file", metavar="PATH",
+                        help="read the password from the first line of this file instead of the URL"
+                             " (a password on the command line shows in ps)")
     parser.add_argument("--cafile", help="CA certificates (PEM) for amqps:// (default: the system's)")
+    parser.add_argument("--certfile", help="client certificate (PEM) for a broker that asks for one")
+    parser.add_argument("--keyfile", help="the client certificate's private key (default: in --certfile)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log AMQP details and tracebacks")
     return parser
 
 
 def parse_args(parser, argv):
     args = parser.parse_intermixed_args(argv)  # options may come between messages
+    if args.password_file:
+        args.url.password = read_password(parser, args.password_file)
     if not args.queue:
         parser.error("--queue must not be empty")
     if args.routing_key is None:
         # The default exchange routes by queue name.
         args.routing_key = ROUTING_KEY if args.exchange else args.queue
     return args
+
+
+def read_password(parser, path):
+    """The first line of path, without its line end: a password kept out of
+    the command line and the environment."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            password = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        parser.error("cannot read --password-file %r: %s" % (path, getattr(e, "strerror", None) or e))
+    if not password:
+        parser.error("--password-file %r is empty" % path)
+    return password
 
 
 def load_spec(path):

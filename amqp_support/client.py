@@ -24,7 +24,7 @@ import sys
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from txamqp import client, protocol, queue
-from txamqp.connection import Frame
+from txamqp.connection import Body, Frame, Header, Method
 from txamqp.content import Content
 from txamqp.message import Message
 
@@ -197,6 +197,9 @@ class AMQClient(protocol.AMQClient):
         super().__init__(Delegate(), vhost, spec, heartbeat=heartbeat, clock=clock)
         self._buffer = bytearray()
         self._frames_seen = False
+        # Per channel, the content still to come: None for a content header,
+        # else the body bytes its header announced and we have not seen yet.
+        self._content_due = {}
 
     def send_init_string(self):
         if (self.spec.major, self.spec.minor) == (0, 9):
@@ -232,7 +235,8 @@ class AMQClient(protocol.AMQClient):
         start = 0
         limit = max(self.MAX_LENGTH, 4096)
         try:
-            while len(buf) - start >= 8 and self.reason is None:
+            # 7 bytes tell a frame's type, channel and size: check them at once.
+            while len(buf) - start >= 7 and self.reason is None:
                 kind, channel, size = FRAME_HEADER.unpack_from(buf, start)
                 if kind not in PAYLOADS:
                     raise FrameError("unknown frame type %d" % kind)
@@ -246,6 +250,7 @@ class AMQClient(protocol.AMQClient):
                 payload = unpack_payload(self.spec, kind, bytes(buf[start + 7:end]))
                 start = end + 1
                 self._frames_seen = True
+                self.check_sequence(channel, payload)
                 self.frame_received(Frame(channel, payload))
         except FrameError as e:
             self.fail(e)
@@ -254,6 +259,41 @@ class AMQClient(protocol.AMQClient):
     def check_heartbeat(self):
         self.fail(HeartbeatMissed("no heartbeat from the broker for %d s"
                                   % (self.heartbeatInterval * self.MAX_UNSEEN_HEARTBEAT)))
+
+    def check_sequence(self, channel, payload):
+        """A frame must come where AMQP puts it: a method that carries content
+        (basic.deliver, say) is followed on its channel by one content header
+        and then body frames of exactly the size the header announced, nothing
+        else between. txamqp trusts the broker here, and fails or loses count
+        in ways no one sees."""
+        if channel != 0 and channel not in self.channels:
+            raise FrameError("frame on channel %d, which the client never opened" % channel)
+        due = self._content_due
+        if isinstance(payload, Method):
+            if channel in due:
+                raise FrameError("method %s.%s on channel %d in the middle of a message"
+                                 % (payload.method.klass.name, payload.method.name, channel))
+            if payload.method.content:
+                due[channel] = None
+        elif isinstance(payload, Header):
+            if channel not in due or due[channel] is not None:
+                raise FrameError("content header on channel %d without a method that carries content"
+                                 % channel)
+            if payload.weight != 0:
+                raise FrameError("content header with %d child contents" % payload.weight)
+            if payload.size:
+                due[channel] = payload.size
+            else:
+                del due[channel]
+        elif isinstance(payload, Body):
+            if due.get(channel) is None:
+                raise FrameError("message body on channel %d without a content header" % channel)
+            due[channel] -= len(payload.content)
+            if due[channel] < 0:
+                raise FrameError("message body on channel %d longer than its content header said"
+                                 " (%d bytes over)" % (channel, -due[channel]))
+            if due[channel] == 0:
+                del due[channel]
 
     def fail(self, reason):
         """End the connection now, for this reason."""
@@ -264,7 +304,10 @@ class AMQClient(protocol.AMQClient):
 
     def connectionLost(self, reason):
         if self.reason is None:
-            if self.logging_in:
+            if self._buffer:
+                reason = Failure(FrameError("the connection ended in the middle of a frame"
+                                            " (%d bytes of it came)" % len(self._buffer)))
+            elif self.logging_in:
                 reason = Failure(LoginRefused())
             self.reason = reason
         super().connectionLost(self.reason)

@@ -26,6 +26,17 @@ class FrameError(Exception):
 class Codec(codec.Codec):
     """txamqp's Codec, with strings sized in bytes and full field tables."""
 
+    MAX_DEPTH = 64  # tables and arrays in tables: deeper is an attack, not data
+    depth = 0
+
+    def nested(self, data):
+        """A codec for a table or array inside this one."""
+        if self.depth >= self.MAX_DEPTH:
+            raise FrameError("field tables nested more than %d deep" % self.MAX_DEPTH)
+        inner = Codec(BytesIO(data))
+        inner.depth = self.depth + 1
+        return inner
+
     def enc_str(self, fmt, s):
         if isinstance(s, str):
             s = s.encode("utf-8")
@@ -73,7 +84,7 @@ class Codec(codec.Codec):
 
     def decode_table(self):
         data = self.dec_bytes("!L")
-        inner = Codec(BytesIO(data))
+        inner = self.nested(data)
         table = {}
         while inner.nread < len(data):
             key = inner.decode_shortstr()
@@ -100,7 +111,7 @@ class Codec(codec.Codec):
             return self.decode_table()
         if kind == b"A":
             data = self.dec_bytes("!L")
-            inner = Codec(BytesIO(data))
+            inner = self.nested(data)
             items = []
             while inner.nread < len(data):
                 items.append(inner.decode_field_value())
@@ -162,28 +173,36 @@ def unpack_payload(spec, kind, data):
         return Body(data)  # bytes, always
     if kind == 8:
         return Heartbeat()
+    if kind not in (1, 2):
+        raise FrameError("unknown frame type %d" % kind)
     c = Codec(BytesIO(data))
+    what = "method frame" if kind == 1 else "content header"
     try:
+        klass = known(spec.classes.byid, c.decode_short(), "%s for an unknown class" % what)
         if kind == 1:
-            klass = spec.classes.byid[c.decode_short()]
-            method = klass.methods.byid[c.decode_short()]
+            method = known(klass.methods.byid, c.decode_short(),
+                           "method frame for an unknown method of class %s" % klass.name)
+            what = "%s.%s method frame" % (klass.name, method.name)
             return Method(method, *[c.decode(f.type) for f in method.fields])
-        if kind == 2:
-            klass = spec.classes.byid[c.decode_short()]
-            weight, size = c.decode_short(), c.decode_longlong()
-            present = []
-            while True:
-                word = c.decode_short()
-                present += [bool(word >> (15 - i) & 1) for i in range(15)]
-                if not word & 1:
-                    break
-            properties = {f.name: c.decode(f.type)
-                          for f, is_present in zip(klass.fields, present) if is_present}
-            return Header(klass, weight, size, **properties)
-    except (KeyError, codec.EOF, struct.error) as e:
-        raise FrameError("malformed %s frame (%s: %s)" % (
-            {1: "method", 2: "content header"}[kind], type(e).__name__, e)) from e
-    raise FrameError("unknown frame type %d" % kind)
+        weight, size = c.decode_short(), c.decode_longlong()
+        present = []
+        while True:
+            word = c.decode_short()
+            present += [bool(word >> (15 - i) & 1) for i in range(15)]
+            if not word & 1:
+                break
+        properties = {f.name: c.decode(f.type)
+                      for f, is_present in zip(klass.fields, present) if is_present}
+        return Header(klass, weight, size, **properties)
+    except (codec.EOF, struct.error):
+        raise FrameError("%s shorter than its fields" % what) from None
+
+
+def known(table, key, what):
+    try:
+        return table[key]
+    except KeyError:
+        raise FrameError("%s (id %d)" % (what, key)) from None
 
 
 __all__ = ["Codec", "Frame", "FrameError", "pack_frame", "unpack_payload", "FRAME_END", "FRAME_HEADER", "PAYLOADS"]

@@ -1,22 +1,76 @@
-"""Where the bytes go: a Twisted client endpoint for an amqp:// or amqps:// broker."""
+"""Where the bytes go: a Twisted client endpoint for an amqp:// or amqps:// broker.
 
+For amqps:// the connection is TLS, and it is verified before any AMQP byte
+(and so any credential) goes out: the broker's certificate must chain to a
+trusted CA (--cafile, else the system's trust store) and name the host in
+the URL. A broker that asks for a client certificate gets --certfile's.
+"""
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import crypto
 from twisted.internet import ssl
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
-from amqp_support.errors import UsageError, explain
+from amqp_support.errors import UsageError
 
 
-def client_endpoint(reactor, broker, timeout, cafile=None):
-    """TCP to the broker, wrapped in TLS for amqps://: the server's certificate
-    must chain to a trusted CA (cafile, else the system's) and name the host."""
+def client_endpoint(reactor, broker, timeout, cafile=None, certfile=None, keyfile=None):
+    """TCP to the broker, wrapped in TLS for amqps://."""
     endpoint = HostnameEndpoint(reactor, broker.host, broker.port, timeout=timeout)
     if not broker.tls:
+        if cafile or certfile or keyfile:
+            # Whoever gave them meant TLS: don't send the password in the clear.
+            raise UsageError("--cafile, --certfile and --keyfile are for amqps:// URLs, not amqp://")
         return endpoint
+    return wrapClientTLS(tls_options(broker.host, cafile, certfile, keyfile), endpoint)
+
+
+def tls_options(host, cafile=None, certfile=None, keyfile=None):
+    """Twisted's client TLS options: verify the server as `host`, and show a
+    client certificate if there is one. Bad files are a usage error."""
     trust = ssl.platformTrust()
     if cafile:
-        try:
-            with open(cafile, "rb") as f:
-                trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(f.read())])
-        except Exception as e:
-            raise UsageError("cannot use --cafile %r: %s" % (cafile, explain(e)))
-    return wrapClientTLS(ssl.optionsForClientTLS(broker.host, trust), endpoint)
+        # Every certificate in the file is trusted, so a bundle of CAs works.
+        certs = load(cafile, "--cafile", "certificates", x509.load_pem_x509_certificates)
+        trust = ssl.trustRootFromCertificates([ssl.Certificate(crypto.X509.from_cryptography(c))
+                                               for c in certs])
+    client, chain = None, []
+    if certfile:
+        # The first certificate is ours; any after it are the intermediates
+        # that link it to the CA the broker trusts. The key may sit in
+        # certfile itself, as Python's ssl module allows.
+        certs = load(certfile, "--certfile", "certificate", x509.load_pem_x509_certificates)
+        key = load(keyfile or certfile, "--keyfile" if keyfile else "--certfile", "private key",
+                   lambda data: serialization.load_pem_private_key(data, password=None))
+        if public_bytes(certs[0].public_key()) != public_bytes(key.public_key()):
+            raise UsageError("the key in %r does not belong to the certificate in %r"
+                             % (keyfile or certfile, certfile))
+        client = ssl.PrivateCertificate.fromCertificateAndKeyPair(
+            ssl.Certificate(crypto.X509.from_cryptography(certs[0])),
+            ssl.KeyPair(crypto.PKey.from_cryptography_key(key)))
+        chain = [crypto.X509.from_cryptography(c) for c in certs[1:]]
+    elif keyfile:
+        raise UsageError("--keyfile needs --certfile")
+    return ssl.optionsForClientTLS(host, trust, clientCertificate=client,
+                                   extraCertificateOptions={"extraCertChain": chain} if chain else None)
+
+
+def public_bytes(public_key):
+    return public_key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load(path, option, what, parse):
+    """parse(the bytes of path), or a usage error naming the option."""
+    try:
+        with open(path, "rb") as f:
+            return parse(f.read())
+    except OSError as e:
+        raise UsageError("cannot read %s %r: %s" % (option, path, e.strerror or e)) from None
+    except TypeError:  # cryptography's word for an encrypted key
+        raise UsageError("the key in %s %r is encrypted: give one without a passphrase"
+                         % (option, path)) from None
+    except ValueError:
+        raise UsageError("%s %r holds no %s in PEM form" % (option, path, what)) from None
+

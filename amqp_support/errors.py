@@ -1,5 +1,7 @@
 """Every way a run can fail, said in one line a person can act on."""
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import defer, error
 from twisted.python.failure import Failure
 from txamqp import client, queue
@@ -74,6 +76,30 @@ def is_transient(e, conn=None):
         return e.reply_code == 320  # CONNECTION_FORCED: the broker is shutting down
     return isinstance(e, TRANSIENT)
 
+# What OpenSSL's reason for a failed handshake means for the person running the script.
+TLS_HINTS = {
+    "certificate verify failed":
+        "the broker's certificate is not from a CA we trust, or not valid now (give its CA with --cafile)",
+    "certificate required": "the broker requires a client certificate (give --certfile and --keyfile)",
+    "unknown ca": "the broker does not trust the CA of our client certificate",
+    "bad certificate": "the broker refused our client certificate",
+    "wrong version number": "the broker did not answer in TLS: is this its amqps:// port?",
+    "packet length too long": "the broker did not answer in TLS: is this its amqps:// port?",
+    "record layer failure": "the broker did not answer in TLS: is this its amqps:// port?",
+}
+
+
+def tls_failed(e):
+    if isinstance(e, VerificationError):
+        # Raised by Twisted's host name check, inside the handshake.
+        return ("TLS failed: the broker's certificate does not name the host in the URL"
+                " (connect with a host name the certificate names)")
+    # OpenSSL's errors come as a list of (library, function, reason).
+    errors = e.args[0] if e.args and isinstance(e.args[0], list) else []
+    text = "; ".join(str(err[-1]) for err in errors if isinstance(err, tuple) and err) or str(e)
+    hint = next((hint for words, hint in TLS_HINTS.items() if words in text), None)
+    return "TLS failed: %s%s" % (text, ": " + hint if hint else "")
+
 
 def explain(e, conn=None):
     e = reason_of(e, conn)
@@ -100,8 +126,8 @@ def explain(e, conn=None):
         return "the broker closed the connection"
     if isinstance(e, (error.ConnectionLost, error.ConnectionClosed)):
         return "the connection to the broker was lost"
-    if type(e).__module__.startswith("OpenSSL"):
-        return "TLS failed: %s" % (e.args[0] if e.args else e)
+    if isinstance(e, (SSL.Error, VerificationError)):
+        return tls_failed(e)
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     return "%s: %s (run with --verbose for the traceback)" % (type(e).__name__, e)

@@ -26,7 +26,8 @@ class AMQPService(ClientService):
         self._logged_in = None
         factory = Factory()
         factory.buildProtocol = lambda addr: AMQClient(spec, self.broker.vhost, args.heartbeat, reactor)
-        endpoint = client_endpoint(reactor, self.broker, args.timeout, args.cafile)
+        endpoint = client_endpoint(reactor, self.broker, args.timeout, args.cafile,
+                                   args.certfile, args.keyfile)
         super().__init__(endpoint, factory, clock=reactor,
                          retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=30.0))
         self.startService()

@@ -2,9 +2,14 @@
 
 broker    (session) the RabbitMQ node the tests talk to: a throwaway node on free
           ports, or the broker in AMQP_URL when that is set as pytest starts.
+secret_url (session) an amqp:// URL on the throwaway node for a user whose password
+          is helpers.PASSWORD, the secret no output may show.
+tls_broker, mtls_broker (session) throwaway nodes with a TLS listener and
+          certificates made by trustme; mtls_broker requires a client certificate.
 names     (function) an exchange, queue and routing key of this test's own.
 vhost_url (function) the URL of a fresh, empty vhost on the throwaway node.
 spawn     (function) starts a script in the background; kills it at test end.
+stand_in  (function) stand_in(script, tls=None) starts a standin.StandIn; closed at test end.
 
 The plain helpers (run_script, queue_depth, ...) are in helpers.py.
 """
@@ -17,14 +22,17 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import psutil
 import pytest
+import trustme
 from port_for import get_port
 from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 
 import helpers
+import standin
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 RABBITMQ_CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
@@ -40,8 +48,8 @@ class IsolatedRabbitMqExecutor(RabbitMqExecutor):
     listeners), keeps its Erlang cookie in its folder, and listens on 127.0.0.1 only.
     """
 
-    def __init__(self, port, dist_port, node, path):
-        (path / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{port}\n")
+    def __init__(self, port, dist_port, node, path, config=""):
+        (path / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{port}\n{config}")
         (path / "rabbitmq-env.conf").write_text("")
         super().__init__(RABBITMQ_SERVER, "127.0.0.1", port, dist_port, RABBITMQ_CTL,
                          logpath=path / "log", path=path, plugin_path=path, node_name=node)
@@ -170,23 +178,115 @@ class Broker:
             self.start()
 
 
+def start_node(tmp_path_factory, name, config="", avoid=()):
+    """A throwaway RabbitMQ node on free ports (its TCP listener on 127.0.0.1),
+    with config added to its rabbitmq.conf; returns (Broker, executor)."""
+    if not os.access(RABBITMQ_SERVER, os.X_OK):
+        pytest.fail(f"{RABBITMQ_SERVER} is missing: run the tests with `python3 tools/test.py` "
+                    f"(it installs rabbitmq-server), or `apt-get install rabbitmq-server`",
+                    pytrace=False)
+    port = get_port(None, [*avoid, *STANDARD_PORTS])
+    dist_port = get_port(None, [port, *avoid, *STANDARD_PORTS])
+    executor = IsolatedRabbitMqExecutor(port, dist_port, f"txamqp-{name}-{port}@localhost",
+                                        tmp_path_factory.mktemp(name), config)
+    node = Broker(f"amqp://guest:guest@127.0.0.1:{port}/%2F", executor)
+    started = time.monotonic()
+    try:
+        node.start()
+    except BaseException:
+        executor.stop()
+        executor._stdout.close()
+        raise
+    node.start_seconds = time.monotonic() - started
+    return node, executor
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
     if EXTERNAL_URL:
         yield Broker(EXTERNAL_URL)
         return
-    if not os.access(RABBITMQ_SERVER, os.X_OK):
-        pytest.fail(f"{RABBITMQ_SERVER} is missing: run the tests with `python3 tools/test.py` "
-                    f"(it installs rabbitmq-server), or `apt-get install rabbitmq-server`",
-                    pytrace=False)
-    port = get_port(None, STANDARD_PORTS)
-    dist_port = get_port(None, [port, *STANDARD_PORTS])
-    executor = IsolatedRabbitMqExecutor(port, dist_port, f"txamqp-test-{port}@localhost",
-                                        tmp_path_factory.mktemp("rabbitmq"))
-    node = Broker(f"amqp://guest:guest@127.0.0.1:{port}/%2F", executor)
-    started = time.monotonic()
-    node.start()
-    node.start_seconds = time.monotonic() - started
+    node, executor = start_node(tmp_path_factory, "test")
+    try:
+        yield node
+    finally:
+        executor.stop()
+        executor._stdout.close()
+
+
+@pytest.fixture(scope="session")
+def secret_url(broker):
+    """amqp:// URL of a user on the throwaway node whose password is
+    helpers.PASSWORD (percent-encoded in the URL), allowed everything on "/"."""
+    broker._managed("a user with a known password")
+    user = "txamqp-secret-user"
+    broker.ctl("add_user", user, helpers.PASSWORD)
+    broker.ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+    return f"amqp://{user}:{quote(helpers.PASSWORD, safe='')}@{broker.host}:{broker.port}/%2F"
+
+
+@dataclass
+class TlsNode:
+    """A throwaway node with a TLS listener on 127.0.0.1:tls_port, whose
+    certificate (made by trustme's CA `ca`) names "localhost" only.
+
+    broker: the node itself (its plain TCP listener, for pika and rabbitmqctl);
+    cafile: the CA's certificate; client_cert/client_key: a client certificate
+    from the same CA."""
+
+    broker: Broker
+    tls_port: int
+    ca: trustme.CA
+    cafile: Path
+    client_cert: Path
+    client_key: Path
+
+    def url(self, host="localhost", user="guest", password="guest"):
+        return f"amqps://{user}:{quote(password, safe='')}@{host}:{self.tls_port}/%2F"
+
+
+def start_tls_node(tmp_path_factory, name, verify):
+    """A throwaway node with a TLS listener; verify: "verify_none" (any client)
+    or "verify_peer" (the client must show a certificate from the node's CA)."""
+    if EXTERNAL_URL:
+        pytest.skip("TLS tests need a throwaway RabbitMQ node with a TLS listener and certificates "
+                    "of their own, but AMQP_URL points the tests at an existing broker")
+    files = tmp_path_factory.mktemp(f"{name}-certs")
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost")
+    client = ca.issue_cert("txamqp-test-client")
+    paths = {what: files / f"{what}.pem" for what in
+             ("ca", "server-cert", "server-key", "client-cert", "client-key")}
+    ca.cert_pem.write_to_path(paths["ca"])
+    server.cert_chain_pems[0].write_to_path(paths["server-cert"])
+    server.private_key_pem.write_to_path(paths["server-key"])
+    client.cert_chain_pems[0].write_to_path(paths["client-cert"])
+    client.private_key_pem.write_to_path(paths["client-key"])
+    tls_port = get_port(None, STANDARD_PORTS)
+    config = (f"listeners.ssl.1 = 127.0.0.1:{tls_port}\n"
+              f"ssl_options.cacertfile = {paths['ca']}\n"
+              f"ssl_options.certfile = {paths['server-cert']}\n"
+              f"ssl_options.keyfile = {paths['server-key']}\n"
+              f"ssl_options.verify = {verify}\n"
+              f"ssl_options.fail_if_no_peer_cert = {'true' if verify == 'verify_peer' else 'false'}\n")
+    node, executor = start_node(tmp_path_factory, name, config, avoid=[tls_port])
+    helpers.wait_for_port("127.0.0.1", tls_port)
+    return TlsNode(node, tls_port, ca, paths["ca"], paths["client-cert"], paths["client-key"]), executor
+
+
+@pytest.fixture(scope="session")
+def tls_broker(tmp_path_factory):
+    node, executor = start_tls_node(tmp_path_factory, "tls", "verify_none")
+    try:
+        yield node
+    finally:
+        executor.stop()
+        executor._stdout.close()
+
+
+@pytest.fixture(scope="session")
+def mtls_broker(tmp_path_factory):
+    node, executor = start_tls_node(tmp_path_factory, "mtls", "verify_peer")
     try:
         yield node
     finally:
@@ -262,3 +362,17 @@ def spawn():
     yield spawn
     for script in started:
         script.kill()
+
+
+@pytest.fixture
+def stand_in():
+    """stand_in(script, tls=None) -> a standin.StandIn, closed when the test ends."""
+    started = []
+
+    def start(script, tls=None):
+        server = standin.StandIn(script, tls=tls)
+        started.append(server)
+        return server
+    yield start
+    for server in started:
+        server.close()

@@ -7,16 +7,23 @@ fails with what the process printed so far instead of hanging.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pika
 import pika.exceptions
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The password no output may show. It has characters that a URL must
+# percent-encode, so both of its forms are looked for.
+PASSWORD = "pa55:w0rd/n0t@to#show"
+SECRET = quote(PASSWORD, safe="")  # the password as a URL holds it
 
 
 def project_modules():
@@ -199,6 +206,60 @@ def start_script(name, *args, url, input=None, env=None):
     """Start `python NAME ARGS...` in the repo root in the background. The caller
     must kill() it: tests use the spawn fixture, which does that for them."""
     return RunningScript(name, *args, url=url, input=input, env=env)
+
+
+def secret_forms(password=PASSWORD):
+    """The password as it may appear in output: as is, percent-encoded (as in a
+    URL), and as Python's repr of str and bytes would show it."""
+    return {password, quote(password, safe=""), quote(password), repr(password)[1:-1],
+            repr(password.encode())[2:-1]}
+
+
+def assert_no_secret(result, password=PASSWORD):
+    """Neither stdout nor stderr of a finished script shows the password."""
+    for name, data in (("stdout", result.stdout), ("stderr", result.stderr)):
+        text = data.decode("utf-8", "backslashreplace")
+        for form in secret_forms(password):
+            assert form not in text, "the password (as %r) is in %s:\n%s" % (form, name, text)
+
+
+def run_failing(*argv, url, **kwargs):
+    """run_script for a case that fails, then the same command with --verbose
+    (Twisted's log and tracebacks): the same exit status, and the password
+    shown by neither run. The case must carry the password (SECRET in its URL
+    or arguments). Returns the first run's result."""
+    assert SECRET in url or any(SECRET in str(arg) for arg in argv), \
+        "this case must use a URL with the known password"
+    result = run_script(*argv, url=url, **kwargs)
+    assert_no_secret(result)
+    verbose = run_script(*argv, "--verbose", url=url, **kwargs)
+    assert_no_secret(verbose)
+    assert verbose.returncode == result.returncode, verbose.stderr
+    return result
+
+
+def fails(result, status, *words):
+    """The script exited with status and said one line naming words; returns the line."""
+    err = result.stderr.decode("utf-8", "backslashreplace")
+    assert result.returncode == status, err
+    assert err.count("\n") == 1 and err.endswith("\n"), "not one line: %r" % err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err, "%r not in %r" % (word, err)
+    return err
+
+
+def wait_for_port(host, port, timeout=60):
+    """Return once host:port accepts TCP connections."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+            return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on {host}:{port} after {timeout} s: {exc!r}") from None
+            time.sleep(0.2)
 
 
 # --- looking at the broker with pika ------------------------------------------

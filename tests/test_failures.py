@@ -1,27 +1,20 @@
 """Every failure a user can cause: exit status 2 for usage and spec, 1 for
-broker and network; one line on stderr, no traceback without --verbose."""
+broker and network; one line on stderr, no traceback without --verbose.
+
+Every case runs twice (helpers.run_failing), as is and with --verbose, with
+helpers.PASSWORD in its URL: neither run may show the password anywhere on
+stdout or stderr. The stand_in fixture is in conftest.py."""
 
 import socket
 
 import pytest
 
+import helpers
 import standin
-from helpers import run_script
+from helpers import SECRET, fails
+from helpers import run_failing as run_script  # as is and with --verbose, no password shown
 
 SPECS = ["amqp0-8.xml", "amqp0-9-1.xml"]
-PASSWORD = "pa55-w0rd-not-to-show"
-
-
-def fails(result, status, *words):
-    """The script exited with status and said one line naming words."""
-    err = result.stderr.decode("utf-8", "backslashreplace")
-    assert result.returncode == status, err
-    assert err.count("\n") == 1 and err.endswith("\n"), "not one line: %r" % err
-    assert "Traceback" not in err
-    for word in words:
-        assert word in err, "%r not in %r" % (word, err)
-    assert PASSWORD not in err
-    return err
 
 
 def free_port():
@@ -30,22 +23,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def stand_in():
-    started = []
-
-    def start(script):
-        server = standin.StandIn(script)
-        started.append(server)
-        return server
-    yield start
-    for server in started:
-        server.close()
-
-
 # --- usage and spec file: status 2, and no connection attempted -------------
 
-NOWHERE = "amqp://guest:%s@127.0.0.1:1/%%2F" % PASSWORD
+NOWHERE = "amqp://guest:%s@127.0.0.1:1/%%2F" % SECRET
 
 
 @pytest.mark.parametrize("script", ["producer.py", "consumer.py"])
@@ -75,16 +55,18 @@ def test_xml_that_is_not_an_amqp_spec(tmp_path):
     (["consumer.py", "amqp0-8.xml", "--exchange-type", "round-robin"], ["--exchange-type: invalid choice"]),
     (["consumer.py", "amqp0-8.xml", "--queue", ""], ["--queue must not be empty"]),
     (["consumer.py", "amqp0-8.xml", "--queue", "q" * 256], ["longer than AMQP's 255 bytes"]),
-    (["consumer.py", "amqp0-8.xml", "--url", "http://guest:%s@localhost/" % PASSWORD],
+    (["consumer.py", "amqp0-8.xml", "--url", "http://guest:%s@localhost/" % SECRET],
      ["is not an amqp:// or amqps:// URL", "http://guest:***@localhost/"]),
-    (["consumer.py", "amqp0-8.xml", "--url", "amqp://localhost:port/"], ["the port in"]),
+    (["consumer.py", "amqp0-8.xml", "--url", "amqp://guest:%s@localhost:port/" % SECRET],
+     ["the port in", "amqp://guest:***@localhost:port/"]),
 ])
 def test_usage_errors(argv, words):
     fails(run_script(*argv, url=NOWHERE), 2, *words)
 
 
 def test_bad_url_in_environment():
-    fails(run_script("consumer.py", "amqp0-8.xml", url="redis://localhost/"), 2, "not an amqp://")
+    fails(run_script("consumer.py", "amqp0-8.xml", url="redis://guest:%s@localhost/" % SECRET), 2,
+          "not an amqp://")
 
 
 # --- network: status 1 -------------------------------------------------------
@@ -93,7 +75,7 @@ def test_bad_url_in_environment():
 @pytest.mark.parametrize("script", ["producer.py", "consumer.py"])
 def test_connection_refused(script, spec):
     port = free_port()
-    url = "amqp://guest:%s@127.0.0.1:%d/%%2F" % (PASSWORD, port)
+    url = "amqp://guest:%s@127.0.0.1:%d/%%2F" % (SECRET, port)
     # the consumer retries a refused connection unless told not to
     message = ["x"] if script == "producer.py" else ["--no-reconnect"]
     fails(run_script(script, spec, *message, url=url), 1,
@@ -101,7 +83,7 @@ def test_connection_refused(script, spec):
 
 
 def test_unknown_host():
-    url = "amqp://guest:%s@no-such-host.invalid/%%2F" % PASSWORD
+    url = "amqp://guest:%s@no-such-host.invalid/%%2F" % SECRET
     fails(run_script("producer.py", "amqp0-8.xml", "x", url=url), 1, "unknown host")
 
 
@@ -116,34 +98,34 @@ def test_server_that_never_answers(spec, stand_in):
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_wrong_password(spec, broker):
-    url = "amqp://guest:%s@%s:%d/%%2F" % (PASSWORD, broker.host, broker.port)
+    url = "amqp://guest:%s@%s:%d/%%2F" % (SECRET, broker.host, broker.port)
     fails(run_script("producer.py", spec, "x", url=url), 1, "ACCESS_REFUSED", "Login was refused")
 
 
 @pytest.mark.parametrize("spec", SPECS)
-def test_unknown_vhost(spec, broker):
-    url = "amqp://guest:guest@%s:%d/no-such-vhost" % (broker.host, broker.port)
+def test_unknown_vhost(spec, secret_url):
+    url = secret_url.replace("/%2F", "/no-such-vhost")
     fails(run_script("consumer.py", spec, url=url), 1, "NOT_ALLOWED", "vhost no-such-vhost not found")
 
 
 @pytest.mark.parametrize("spec", SPECS)
-def test_vhost_without_access(spec, broker):
+def test_vhost_without_access(spec, broker, secret_url):
     broker.ctl("add_vhost", "locked-out")
     try:
-        url = "amqp://guest:guest@%s:%d/locked-out" % (broker.host, broker.port)
+        url = secret_url.replace("/%2F", "/locked-out")
         fails(run_script("producer.py", spec, "x", url=url), 1,
-              "access to vhost 'locked-out' refused for user 'guest'")
+              "access to vhost 'locked-out' refused for user 'txamqp-secret-user'")
     finally:
         broker.ctl("delete_vhost", "locked-out")
 
 
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("script", ["producer.py", "consumer.py"])
-def test_exchange_redeclared_with_another_type(spec, script, broker, names):
-    first = run_script("producer.py", spec, "x", *names.args, url=broker.url)
+def test_exchange_redeclared_with_another_type(spec, script, secret_url, names):
+    first = helpers.run_script("producer.py", spec, "x", *names.args, url=secret_url)
     assert first.returncode == 0, first.stderr
     message = ["x"] if script == "producer.py" else []
-    again = run_script(script, spec, *message, *names.args, "--exchange-type", "fanout", url=broker.url)
+    again = run_script(script, spec, *message, *names.args, "--exchange-type", "fanout", url=secret_url)
     fails(again, 1, "406 PRECONDITION_FAILED", "inequivalent arg 'type'", "exchange.declare")
 
 
@@ -191,22 +173,21 @@ def test_broker_refuses_amqp_0_8(answer, offered, stand_in):
     server = stand_in(lambda conn: conn.sendall(answer))
     err = fails(run_script("consumer.py", "amqp0-8.xml", url=server.url), 1,
                 "refused AMQP 0-8", offered, "use amqp0-9-1.xml")
-    assert server.headers == [b"AMQP\x01\x01\x08\x00"], err
+    assert set(server.headers) == {b"AMQP\x01\x01\x08\x00"}, err
 
 
 def test_broker_refuses_amqp_0_9_1(stand_in):
     server = stand_in(lambda conn: conn.sendall(b"AMQP\x01\x01\x08\x00"))
     fails(run_script("consumer.py", "amqp0-9-1.xml", url=server.url), 1,
           "refused AMQP 0-9-1", "AMQP 0-8", "use amqp0-8.xml")
-    assert server.headers == [b"AMQP\x00\x00\x09\x01"]
+    assert set(server.headers) == {b"AMQP\x00\x00\x09\x01"}
 
 
 def test_verbose_shows_the_traceback():
     port = free_port()
-    url = "amqp://guest:%s@127.0.0.1:%d/%%2F" % (PASSWORD, port)
+    url = "amqp://guest:%s@127.0.0.1:%d/%%2F" % (SECRET, port)
     result = run_script("producer.py", "amqp0-8.xml", "x", "--verbose", url=url)
     err = result.stderr.decode()
     assert result.returncode == 1
     assert "Traceback" in err and "ConnectionRefusedError" in err
     assert "producer.py: error: cannot connect to amqp://guest@127.0.0.1:%d/%%2F: connection refused" % port in err
-    assert PASSWORD not in err

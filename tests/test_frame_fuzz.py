@@ -1,0 +1,194 @@
+"""Fuzz the client's frame reader in-process: after a valid connection.start,
+feed AMQClient.dataReceived arbitrary bytes in arbitrary chunks (hypothesis).
+It must never raise, never log an error, and either keep going or end the
+connection with a reason that explain() words in one line; once the
+connection is lost, everything that waited on it has its answer (nothing hangs)."""
+
+import gc
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet import error, task
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from txamqp import spec as amqp_spec
+from txamqp.connection import Method
+
+from amqp_support.client import AMQClient
+from amqp_support.codec import FrameError, pack_frame
+from amqp_support.errors import explain
+from helpers import PASSWORD, ROOT
+
+SPECS = {name: amqp_spec.load(str(ROOT / name)) for name in ("amqp0-8.xml", "amqp0-9-1.xml")}
+
+
+def frame(kind, channel, payload, end=0xCE):
+    return struct.pack("!BHI", kind, channel, len(payload)) + payload + bytes([end])
+
+
+def start_frame(spec):
+    major, minor = (8, 0) if spec.major == 8 else (0, 9)
+    payload = struct.pack("!HHBB", 10, 10, major, minor)
+    payload += struct.pack("!I", 0)  # server properties: an empty table
+    payload += struct.pack("!I", 5) + b"PLAIN" + struct.pack("!I", 5) + b"en_US"
+    return frame(1, 0, payload)
+
+
+def methods(spec):
+    return [m for klass in spec.classes for m in klass.methods]
+
+
+FIELD_VALUES = {
+    "bit": st.booleans(),
+    "octet": st.integers(0, 2**8 - 1),
+    "short": st.integers(0, 2**16 - 1),
+    "long": st.integers(0, 2**32 - 1),
+    "longlong": st.integers(0, 2**64 - 1),
+    "timestamp": st.integers(0, 2**64 - 1),
+    "shortstr": st.text(max_size=10),
+    "longstr": st.binary(max_size=20),
+    "table": st.dictionaries(st.text(max_size=5), st.one_of(st.integers(-5, 5), st.text(max_size=5),
+                                                            st.booleans()), max_size=3),
+}
+
+
+@st.composite
+def frames(draw, spec):
+    """One chunk of what a hostile broker may send: garbage, a frame of any
+    type with any payload, a method with arbitrary argument bytes, a content
+    header with any size, or a body."""
+    channel = draw(st.sampled_from([0, 1, 1, 2, 65535]))
+    kind = draw(st.sampled_from(["garbage", "any", "method", "good method", "header", "body",
+                                 "heartbeat"]))
+    if kind == "garbage":
+        return draw(st.binary(min_size=1, max_size=40))
+    if kind == "any":
+        end = draw(st.sampled_from([0xCE, 0xCE, 0xCE, 0x00, 0xFF]))
+        return frame(draw(st.integers(0, 255)), channel, draw(st.binary(max_size=60)), end)
+    if kind == "method":
+        method = draw(st.sampled_from(methods(spec)))
+        return frame(1, channel, struct.pack("!HH", method.klass.id, method.id) + draw(st.binary(max_size=60)))
+    if kind == "good method":
+        method = draw(st.sampled_from(methods(spec)))
+        args = [draw(FIELD_VALUES[f.type]) for f in method.fields]
+        return pack_frame(channel, Method(method, *args))
+    if kind == "header":
+        size = draw(st.sampled_from([0, 1, 5, 2**63, 2**64 - 1]))
+        flags = draw(st.sampled_from([0, 0x8000, 0xFFFF, 0x0001]))
+        payload = struct.pack("!HHQH", 60, 0, size, flags) + draw(st.binary(max_size=20))
+        return frame(2, channel, payload)
+    if kind == "body":
+        return frame(3, channel, draw(st.binary(max_size=20)))
+    return frame(8, channel, b"")
+
+
+@st.composite
+def sessions(draw):
+    """(spec, how far the client got, the chunks the broker sends then)."""
+    spec = SPECS[draw(st.sampled_from(sorted(SPECS)))]
+    stage = draw(st.sampled_from(["logging in", "channel open"]))
+    data = b"".join(draw(st.lists(frames(spec), max_size=12)))
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=6)))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    return spec, stage, chunks
+
+
+@pytest.fixture
+def logged_errors():
+    """Twisted log events that carry a failure (unhandled errors in Deferreds
+    among them, logged when the Deferred is collected: gc.collect() finds them,
+    and is quick with everything older than the test frozen out of its way)."""
+    events = []
+
+    def observe(event):
+        if "log_failure" in event:
+            events.append(event)
+    gc.collect()
+    gc.freeze()
+    globalLogPublisher.addObserver(observe)
+    yield events
+    globalLogPublisher.removeObserver(observe)
+    gc.unfreeze()
+
+
+def method(spec, name, channel=0, **fields):
+    klass, name = name.split(".")
+    m = spec.classes.byname[klass].methods.byname[name]
+    default = {"shortstr": "", "longstr": b"", "table": {}, "bit": False}
+    return pack_frame(channel, Method(m, *[fields.get(f.name.replace("-", "_"), default.get(f.type, 0))
+                                           for f in m.fields]))
+
+
+def connected_client(spec, stage="logging in"):
+    """A client that has sent its protocol header and its credentials in reply to
+    a valid connection.start, waiting for connection.tune; or, at stage "channel
+    open", logged in with channel 1 open. Returns (client, transport, outcome):
+    outcome holds the result of the login, or of opening the channel, once it has one."""
+    client = AMQClient(spec, "/", clock=task.Clock())
+    transport = StringTransport()
+    client.makeConnection(transport)
+    waiting = client.authenticate("guest", PASSWORD, mechanism="PLAIN")
+    outcome = []
+    client.dataReceived(start_frame(spec))
+    assert not transport.disconnecting and client.reason is None
+    assert b"PLAIN" in transport.value()  # connection.start-ok went out
+    if stage == "channel open":
+        client.dataReceived(method(spec, "connection.tune", frame_max=131072))
+        client.dataReceived(method(spec, "connection.open-ok"))
+        assert waiting.called
+        waiting = client.channel(1).addCallback(lambda ch: ch.channel_open())
+        client.dataReceived(method(spec, "channel.open-ok", channel=1))
+        assert waiting.called and 1 in client.channels
+        waiting = client.channels[1].basic_consume(queue="q", consumer_tag="t")
+    waiting.addBoth(outcome.append)
+    return client, transport, outcome
+
+
+@given(sessions())
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_frame_reader_never_raises(logged_errors, session):
+    spec, stage, chunks = session
+    gc.collect()  # what an earlier example left is not this one's
+    logged_errors.clear()
+    client, transport, waiting = connected_client(spec, stage)
+    for chunk in chunks:
+        client.dataReceived(chunk)  # must not raise
+        if transport.disconnecting:
+            # Ended: with a reason a person can read, in one line.
+            assert client.reason is not None
+            text = explain(client.reason)
+            assert text and "\n" not in text
+            break
+    # The socket closes, as it would after an abort or when the broker hangs up.
+    client.connectionLost(Failure(error.ConnectionDone()))
+    assert waiting, "still waiting for the broker after the connection was lost"
+    gc.collect()  # unhandled errors in Deferreds are logged when collected
+    assert not logged_errors, [e.get("log_failure") for e in logged_errors]
+
+
+def test_fuzz_can_see_a_frame_error(logged_errors):
+    # The checks above can fail: a wrong frame-end ends the connection with a FrameError.
+    client, transport, login = connected_client(SPECS["amqp0-8.xml"])
+    client.dataReceived(frame(8, 0, b"", end=0x00))
+    assert transport.disconnecting and client.reason.check(FrameError)
+
+
+def test_deeply_nested_headers_table_is_a_frame_error(logged_errors):
+    # After tune (frame_max 131072) a content header can hold a field table
+    # nested thousands deep: decoding it recursively must not blow the stack
+    # (a RecursionError out of dataReceived), it ends the connection.
+    spec = SPECS["amqp0-8.xml"]
+    client, transport, waiting = connected_client(spec, "channel open")
+    value = b"A" + struct.pack("!I", 0)
+    for _ in range(5000):
+        value = b"A" + struct.pack("!I", len(value)) + value
+    table = struct.pack("!I", len(value) + 2) + b"\x01k" + value
+    headers_bit = 1 << (15 - [f.name for f in spec.classes.byname["basic"].fields].index("headers"))
+    header = frame(2, 1, struct.pack("!HHQH", 60, 0, 1, headers_bit) + table)
+    deliver = method(spec, "basic.deliver", channel=1, consumer_tag="t", delivery_tag=1)
+    client.dataReceived(deliver + header)
+    assert transport.disconnecting and client.reason.check(FrameError)
+    assert "nested more than 64 deep" in explain(client.reason)

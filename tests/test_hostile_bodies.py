@@ -1,0 +1,116 @@
+"""A message body may hold anything; the consumer's line for it must not drive
+the terminal. Properties of common.printable over arbitrary bytes (hypothesis),
+judged with unicodedata rather than with printable's own table, and one run of
+the real consumer over a batch of generated bodies."""
+
+import itertools
+import unicodedata
+
+import pytest
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
+
+import common
+import helpers
+
+# Bidi controls: the embeddings, overrides and isolates (by their bidi class)
+# and the three marks.
+BIDI_CLASSES = {"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"}
+BIDI_MARKS = {"\u061c", "\u200e", "\u200f"}
+
+
+def unsafe(char):
+    """Could this character move the cursor, start an escape sequence, break
+    the line or reorder the text around it?"""
+    return (unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs")  # C0, DEL, C1, separators
+            or unicodedata.bidirectional(char) in BIDI_CLASSES or char in BIDI_MARKS)
+
+
+def is_subsequence(needle, haystack):
+    it = iter(haystack)
+    return all(char in it for char in needle)
+
+
+# Bytes that hit the interesting cases more often than uniform bytes would:
+# escape sequences, C1 controls raw and UTF-8 encoded, bidi overrides, line
+# separators, broken UTF-8, mixed with arbitrary bytes and text.
+NASTY = [b"\x1b[2J", b"\x1b]0;title\x07", b"\x1b]8;;http://x\x1b\\", b"\x9b31m", b"\xc2\x9b6n",
+         b"\x1bP", b"\x7f", b"\r", b"\n", b"\x08", b"\x00", "\u202e".encode(), "\u2066".encode(),
+         "\u2028".encode(), "\u061c".encode(), b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc3", b"\\x1b"]
+# Controls, format characters (the bidi controls among them) and separators.
+invisible = st.characters(categories=["Cc", "Cf", "Zl", "Zp"])
+bodies = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=100).map(lambda t: t.encode("utf-8")),
+    st.lists(st.one_of(st.sampled_from(NASTY), st.binary(max_size=8),
+                       st.text(max_size=8).map(lambda t: t.encode("utf-8")),
+                       st.text(invisible, max_size=4).map(lambda t: t.encode("utf-8"))),
+             max_size=20).map(b"".join),
+)
+
+
+@given(bodies)
+@example(bytes(range(256)))
+@example("\u202eevil\u202c \U0001f600 caf\u00e9".encode() + b"\xff")
+@settings(max_examples=1000)
+def test_printable_is_one_safe_line_keeping_the_text(body):
+    text = common.printable(body)
+    assert isinstance(text, str)
+    text.encode("utf-8")  # printable to a UTF-8 terminal: no lone surrogates
+    assert len(text.splitlines()) <= 1 and "\n" not in text
+    assert not [c for c in text if unsafe(c)]
+    # Every character of the valid UTF-8 in the body that is safe to show is
+    # shown, in order (invalid bytes and unsafe characters become escapes).
+    kept = [c for c in body.decode("utf-8", "ignore") if not unsafe(c)]
+    assert is_subsequence(kept, text)
+
+
+@given(st.text())
+@settings(max_examples=500)
+def test_safe_text_is_shown_unchanged(text):
+    # Text with nothing unsafe in it is printed exactly as it is.
+    safe = "".join(c for c in text if not unsafe(c) and not "\ud800" <= c <= "\udfff")
+    assert common.printable(safe.encode("utf-8")) == safe
+
+
+# --- the real consumer ---------------------------------------------------------
+
+_batches = itertools.count(1)
+
+
+@given(st.lists(bodies, min_size=20, max_size=40))
+@settings(max_examples=4, deadline=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow])
+@example([bytes(range(256)), b"\x1b[2J\x1b[H", "\u202eabc".encode(), b"a\rb\nc", b""])
+def test_consumer_prints_one_safe_line_per_body(broker, batch):
+    queue = "q.hostile-bodies.%d" % next(_batches)
+    helpers.declare(broker.url, "", queue, queue)
+    try:
+        for body in batch:
+            helpers.publish(broker.url, "", queue, body)
+        got = helpers.run_script("consumer.py", "amqp0-9-1.xml", "--exchange", "", "--queue", queue,
+                                 "--count", len(batch), url=broker.url)
+        assert got.returncode == 0, got.stderr
+        # No byte on stdout below 0x20 except the line ends, no DEL.
+        assert not [b for b in got.stdout if (b < 0x20 and b != 0x0A) or b == 0x7F]
+        lines = got.stdout.decode("utf-8").split("\n")
+        assert lines.pop() == ""
+        assert len(lines) == len(batch)  # one line per message, in order
+        for body, line in zip(batch, lines):
+            assert not [c for c in line if unsafe(c)]
+            assert line == "Received: %s from channel #1" % common.printable(body)
+    finally:
+        helpers.delete(broker.url, queue=queue)
+
+
+@pytest.mark.parametrize("body, shown", [
+    (b"\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m"),
+    ("\u202egnp.exe".encode(), "\\u202egnp.exe"),
+    (b"one\r\ntwo", "one\\r\\ntwo"),
+    ("\u2028".encode(), "\\u2028"),
+    (b"\xc2\x9b2J", "\\x9b2J"),  # C1 CSI, encoded in UTF-8
+    (b"\x9b2J", "\\x9b2J"),  # the same byte raw: invalid UTF-8
+    (b"\xed\xa0\x80", "\\xed\\xa0\\x80"),  # a UTF-8 encoded surrogate: invalid
+])
+def test_printable_examples(body, shown):
+    assert common.printable(body) == shown
