@@ -63,7 +63,7 @@ def throughput(url, broker, args, data, specs):
         return clients.setdefault(key, Client(key, label))
 
     for spec in specs:
-        client(f"prod {spec}", f"producer.py {spec} (tx, 1000 per commit)")
+        client(f"prod {spec}", f"producer.py {spec}")
     client("prod pika", "pika publisher, no confirms")
     confirm = client("prod pika confirm", "pika publisher, confirm each message")
     for spec in specs:
