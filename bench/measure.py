@@ -1,0 +1,196 @@
+"""What the benchmark and the profiler share: running a client as a whole
+process and measuring it, the clients' command lines, and a pika connection
+that checks the queues between runs."""
+
+import fcntl
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pika
+
+from node import ROOT
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+EXCHANGE, QUEUE, KEY = "bench_exchange", "bench_queue", "bench_key"
+BODY_SIZE = 100
+PIPE_PAGE = 4096
+TIMEOUT = 900  # seconds any one process may take before the bench kills it
+
+
+class BenchError(Exception):
+    pass
+
+
+@dataclass
+class Run:
+    seconds: float  # process start to exit
+    first: float | None  # process start to its first message (stdin read / stdout line)
+    cpu: float  # user + system seconds
+    rss_mib: float | None  # peak RSS after exec (VmHWM), None if the process was too quick to see
+    lines: int = 0  # stdout lines seen
+    stderr: str = ""
+
+    def rate(self, n):
+        return n / self.seconds
+
+    def steady_rate(self, n):
+        return n / (self.seconds - self.first) if self.first is not None else None
+
+
+# --- running one process ----------------------------------------------------------
+
+def write_bodies(path, n, tag=b""):
+    """n lines, each a body of BODY_SIZE bytes, to path."""
+    with open(path, "wb") as f:
+        for i in range(n):
+            head = b"%s%09d " % (tag, i)
+            f.write(head + b"x" * (BODY_SIZE - len(head)) + b"\n")
+
+
+def feed(fd, data, started, box):
+    """Write data to the pipe fd, noting when the reader first takes from it."""
+    try:
+        os.write(fd, data[:PIPE_PAGE])  # fills the one-page pipe
+        view = memoryview(data)[PIPE_PAGE:]
+        if view:
+            # Blocks until the reader has taken the first page: its first read.
+            os.write(fd, view[:PIPE_PAGE])
+            box["first"] = time.monotonic() - started
+            view = view[PIPE_PAGE:]
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+            while view:
+                view = view[os.write(fd, view[:1 << 20]):]
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def drain(fd, started, box):
+    """Read the pipe fd to its end, noting when the first line came and counting lines."""
+    lines = 0
+    while chunk := os.read(fd, 1 << 16):
+        if "first" not in box:
+            box["first"] = time.monotonic() - started
+        lines += chunk.count(b"\n")
+    box["lines"] = lines
+    os.close(fd)
+
+
+def watch_rss(pid, cmd, done, box):
+    """Keep box["rss"] at the peak RSS (VmHWM, in MiB) of the program cmd runs
+    as pid. ru_maxrss would not do: it keeps the high-water mark from before
+    exec, when the child was a copy of this (bigger) process. So only readings
+    taken once /proc shows cmd's own command line count."""
+    want = b"\0".join(os.fsencode(str(a)) for a in cmd) + b"\0"
+    while not done.wait(0.02):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() != want:
+                    continue
+            with open(f"/proc/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmHWM:"):
+                        box["rss"] = max(box.get("rss", 0), int(line.split()[1]) / 1024)
+        except OSError:
+            return
+
+
+def run(cmd, stdin_data=None, watch_stdout=False):
+    """Run cmd (in the repo root) to its end; return a Run, or raise BenchError."""
+    box = {}
+    threads = []
+    with tempfile.TemporaryFile() as err:
+        stdin = subprocess.DEVNULL
+        if stdin_data is not None:
+            stdin, feed_fd = os.pipe()
+            fcntl.fcntl(feed_fd, fcntl.F_SETPIPE_SZ, PIPE_PAGE)
+        stdout = subprocess.DEVNULL
+        if watch_stdout:
+            drain_fd, stdout = os.pipe()
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdin=stdin, stdout=stdout, stderr=err)
+        if stdin_data is not None:
+            os.close(stdin)
+            threads.append(threading.Thread(target=feed, args=(feed_fd, stdin_data, started, box)))
+        if watch_stdout:
+            os.close(stdout)
+            threads.append(threading.Thread(target=drain, args=(drain_fd, started, box)))
+        done = threading.Event()
+        threads.append(threading.Thread(target=watch_rss, args=(proc.pid, cmd, done, box)))
+        for t in threads:
+            t.start()
+        watchdog = threading.Timer(TIMEOUT, proc.kill)
+        watchdog.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.monotonic() - started
+        watchdog.cancel()
+        done.set()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        for t in threads:
+            t.join()
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "backslashreplace")
+    if proc.returncode != 0:
+        raise BenchError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {stderr.strip()[-2000:]}")
+    return Run(seconds, box.get("first"), usage.ru_utime + usage.ru_stime, box.get("rss"),
+               box.get("lines", 0), stderr)
+
+
+# --- the clients ------------------------------------------------------------------
+
+def names(queue=QUEUE, key=KEY):
+    return ["--exchange", EXCHANGE, "--queue", queue, "--routing-key", key]
+
+
+def ours_producer(url, spec, message="-", queue=QUEUE, key=KEY):
+    return [PY, "producer.py", spec, message, "--url", url, *names(queue, key)]
+
+
+def ours_consumer(url, spec, n, prefetch):
+    return [PY, "consumer.py", spec, "--count", str(n), "--prefetch", str(prefetch), "--url", url, *names()]
+
+
+def pika_producer(url, confirm, message="-", queue=QUEUE, key=KEY):
+    return [PY, str(HERE / "pika_producer.py"), url, message, *(["--confirm"] if confirm else []),
+            *names(queue, key)]
+
+
+def pika_consumer(url, n, prefetch):
+    return [PY, str(HERE / "pika_consumer.py"), url, "--count", str(n), "--prefetch", str(prefetch), *names()]
+
+
+class Broker:
+    """A pika connection to the node, to check and empty the queues between runs."""
+
+    def __init__(self, url):
+        self.conn = pika.BlockingConnection(pika.URLParameters(url))
+        self.chan = self.conn.channel()
+
+    def depth(self, queue=QUEUE):
+        return self.chan.queue_declare(queue, durable=True, passive=True).method.message_count
+
+    def expect(self, n, what, queue=QUEUE, wait=30):
+        """The queue holds n messages (a publisher without confirms may still be
+        ahead of the queue when it exits: wait a little for it)."""
+        deadline = time.monotonic() + wait
+        while (depth := self.depth(queue)) != n:
+            if time.monotonic() > deadline or depth > n:
+                raise BenchError(f"after {what}, {queue} holds {depth} message(s), not {n}")
+            time.sleep(0.05)
+
+    def purge(self, queue=QUEUE):
+        self.chan.queue_purge(queue)
+
+    def delete(self, queue):
+        self.chan.queue_delete(queue)
+
+    def close(self):
+        self.conn.close()

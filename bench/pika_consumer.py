@@ -1,0 +1,60 @@
+"""The benchmark's pika consumer: what consumer.py --count N does, written with
+pika's BlockingConnection (AMQP 0-9-1).
+
+    python bench/pika_consumer.py URL --count N [--prefetch P] [--exchange X --queue Q --routing-key K]
+
+Declares the same exchange, queue and binding, sets the same prefetch, and for
+each message prints the same line as consumer.py (decoded and escaped the same
+way, flushed), then acknowledges it; after N messages it cancels and closes.
+"""
+
+import argparse
+import sys
+
+import pika
+
+parser = argparse.ArgumentParser()
+parser.add_argument("url")
+parser.add_argument("--count", type=int, required=True)
+parser.add_argument("--prefetch", type=int, default=100)
+parser.add_argument("--exchange", default="test_message_exchange")
+parser.add_argument("--queue", default="test_message_queue")
+parser.add_argument("--routing-key", default="test_routing_key")
+parser.add_argument("--consumer-tag", default="test_consumer_tag")
+
+# The same escaping as common.printable, so both consumers do the same work
+# per message (common itself is not imported: it would import Twisted).
+UNSAFE = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029,
+          0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+ESCAPES = str.maketrans({c: ("\\x%02x" % c if c < 0x100 else "\\u%04x" % c) for c in UNSAFE}
+                        | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def main():
+    args = parser.parse_args()
+    conn = pika.BlockingConnection(pika.URLParameters(args.url))
+    chan = conn.channel()
+    chan.exchange_declare(args.exchange, "direct", durable=True)
+    chan.queue_declare(args.queue, durable=True)
+    chan.queue_bind(args.queue, args.exchange, args.routing_key)
+    chan.basic_qos(prefetch_count=args.prefetch)
+    received = 0
+
+    def on_message(chan, method, properties, body):
+        nonlocal received
+        text = body.decode("utf-8", "backslashreplace").translate(ESCAPES)
+        print("Received: %s from channel #%d" % (text, chan.channel_number), flush=True)
+        chan.basic_ack(delivery_tag=method.delivery_tag)
+        received += 1
+        if received >= args.count:
+            chan.stop_consuming(args.consumer_tag)
+
+    chan.basic_consume(args.queue, on_message, consumer_tag=args.consumer_tag)
+    print("Waiting for messages on queue %r." % args.queue, file=sys.stderr)
+    chan.start_consuming()
+    print("Stopping after %d message(s)." % received, file=sys.stderr)
+    conn.close()
+
+
+if __name__ == "__main__":
+    main()
