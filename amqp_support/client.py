@@ -143,9 +143,20 @@ class Delegate(client.TwistedDelegate):
         ch.connection_start_ok(client_properties=properties, mechanism=self.client.mechanism,
                                response=self.client.response, locale=self.client.locale)
 
+    FRAME_MAX = 131072  # the largest frame we take: RabbitMQ's default
+
     def connection_tune(self, ch, msg):
         self.client.logging_in = False
-        super().connection_tune(ch, msg)
+        # The smaller of the broker's frame size and ours; 0 means no limit.
+        frame_max = min(msg.frame_max or self.FRAME_MAX, self.FRAME_MAX)
+        if frame_max < 4096:
+            self.client.fail(FrameError("the broker proposed a frame size of %d bytes, below"
+                                        " AMQP's minimum of 4096" % frame_max))
+            return
+        self.client.MAX_LENGTH = frame_max
+        ch.connection_tune_ok(channel_max=msg.channel_max, frame_max=frame_max,
+                              heartbeat=self.client.heartbeatInterval)
+        self.client.started.fire()
 
     def basic_ack(self, ch, msg):
         self._publisher(ch, msg).settle(msg.delivery_tag, msg.multiple, accepted=True)

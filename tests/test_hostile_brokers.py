@@ -134,3 +134,35 @@ def test_hostile_broker_while_consuming(case, stand_in):
     helpers.fails(result, 1, "consumer.py: error: ", *words)
     assert result.stdout == b""
     assert not server.script_errors
+
+
+def tuned_with(frame_max, seen):
+    """A broker that proposes frame_max in connection.tune and records the
+    client's tune-ok, then plays along while the producer publishes."""
+    def script(conn):
+        frames = standin.Frames(conn)
+        conn.sendall(CONNECTION_START)
+        frames.next()  # start-ok
+        conn.sendall(method_frame("connection.tune", channel_max=0, frame_max=frame_max, heartbeat=0))
+        tune_ok = frames.next()
+        seen.append(struct.unpack("!HIH", tune_ok[11:19]))  # channel-max, frame-max, heartbeat
+        while conn.recv(65536):
+            pass
+    return script
+
+
+@pytest.mark.parametrize("proposed, agreed", [(0, 131072), (2**32 - 1, 131072), (8192, 8192)])
+def test_frame_size_is_the_smaller_of_the_brokers_and_ours(proposed, agreed, stand_in):
+    # 0 is AMQP's "no limit": txamqp took it as is, then cut bodies into
+    # frames of -8 bytes and sent none; a huge value let a broker make the
+    # client buffer gigabytes of one frame.
+    seen = []
+    server = stand_in(tuned_with(proposed, seen))
+    helpers.run_script("producer.py", "amqp0-8.xml", "x", "--timeout", "2", url=server.url)
+    assert [frame_max for _, frame_max, _ in seen] == [agreed]
+
+
+def test_frame_size_below_amqps_minimum_is_refused(stand_in):
+    server = stand_in(tuned_with(1024, []))
+    helpers.fails(helpers.run_script("producer.py", "amqp0-8.xml", "x", url=server.url), 1,
+                  "frame size of 1024 bytes", "below AMQP's minimum of 4096")
