@@ -129,6 +129,9 @@ EXTENSIONS = {
 }
 
 
+FRAME_MAX = 131072  # the largest frame we take: RabbitMQ's default
+
+
 class Delegate(client.TwistedDelegate):
     def connection_start(self, ch, msg):
         capabilities = {"authentication_failure_close": True, "consumer_cancel_notify": True}
@@ -143,12 +146,10 @@ class Delegate(client.TwistedDelegate):
         ch.connection_start_ok(client_properties=properties, mechanism=self.client.mechanism,
                                response=self.client.response, locale=self.client.locale)
 
-    FRAME_MAX = 131072  # the largest frame we take: RabbitMQ's default
-
     def connection_tune(self, ch, msg):
         self.client.logging_in = False
         # The smaller of the broker's frame size and ours; 0 means no limit.
-        frame_max = min(msg.frame_max or self.FRAME_MAX, self.FRAME_MAX)
+        frame_max = min(msg.frame_max or FRAME_MAX, FRAME_MAX)
         if frame_max < 4096:
             self.client.fail(FrameError("the broker proposed a frame size of %d bytes, below"
                                         " AMQP's minimum of 4096" % frame_max))
