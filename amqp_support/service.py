@@ -79,11 +79,15 @@ class AMQPService(ClientService):
                 if conn is not None and conn.transport is not None:
                     conn.transport.abortConnection()
                 broker = conn.broker if conn is not None else self.endpoint.broker
-                yield self.lost(e, conn, what="cannot connect to %s" % broker)
+                # Even without reconnecting, the first connection tries each broker once.
+                first_round = (self._logged_in is None
+                               and self.endpoint.attempts < len(self.endpoint.endpoints))
+                yield self.lost(e, conn, what="cannot connect to %s" % broker, try_next=first_round)
 
     @defer.inlineCallbacks
-    def lost(self, e, conn=None, note=None, what=None):
-        """After a failure: carry on if it may pass and we reconnect, else end.
+    def lost(self, e, conn=None, note=None, what=None, try_next=False):
+        """After a failure: carry on if it may pass and we reconnect (or
+        try_next: try the next broker anyway), else end.
         note: what the script had done so far, said with the failure."""
         # Out of ClientService's callbacks first: it may not be re-entered.
         yield task.deferLater(self.reactor, 0)
@@ -91,10 +95,11 @@ class AMQPService(ClientService):
         message = "%s: %s" % (what or "lost the connection to %s" % broker, explain(e, conn))
         if note:
             message += " (%s)" % note
-        if not (self.reconnect and is_transient(e, conn)):
+        if not ((self.reconnect or try_next) and is_transient(e, conn)):
             yield self.stopService()
             raise Failed(message) from e
-        print(message + "; reconnecting", file=sys.stderr, flush=True)
+        print(message + ("; reconnecting" if self.reconnect else "; trying the next URL"),
+              file=sys.stderr, flush=True)
         self._reconnecting = True
 
     @defer.inlineCallbacks
