@@ -23,7 +23,8 @@ from conftest import EXTERNAL_URL, make_node
 pytestmark = pytest.mark.slow
 
 SIZE = 3
-STREAM = 60000
+STREAM = 30000
+SPECS = ["amqp0-8.xml", "amqp0-9-1.xml"]
 
 
 class Cluster:
@@ -92,13 +93,15 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture
-def queue(request, cluster):
-    """A queue name of this test's own (with the same exchange and routing key);
-    deleted afterwards, with every node running again."""
-    name = "cluster.%s.%s" % (re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name), secrets.token_hex(3))
-    yield name
+def queues(request, cluster):
+    """A queue name of this test's own for each spec (each with the same
+    exchange and routing key); deleted afterwards, with every node running again."""
+    base = "cluster.%s.%s" % (re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name), secrets.token_hex(3))
+    made = {spec: "%s.%s" % (base, spec) for spec in SPECS}
+    yield made
     cluster.restore()
-    helpers.delete(cluster.nodes[0].url, name, name)
+    for name in made.values():
+        helpers.delete(cluster.nodes[0].url, name, name)
 
 
 def names(queue):
@@ -123,66 +126,77 @@ def stream(n=STREAM):
     return bodies, b"".join(b + b"\n" for b in bodies)
 
 
-@pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
-def test_node_loss_under_producer_and_consumer(spec, cluster, queue, spawn):
-    """Both connected to the first node; it stops; both carry on on the next."""
+def test_node_loss_under_producers_and_consumers(cluster, queues, spawn):
+    """A producer (--retry) and a consumer for each spec, all connected to the
+    first node; it stops; they carry on on the next."""
     bodies, data = stream()
-    consumer = spawn("consumer.py", "amqp0-8.xml", *names(queue), *cluster.urls, url="")
-    consumer.wait_for_stderr("Waiting for messages")
-    producer = spawn("producer.py", spec, "-", "--retry", *names(queue), *cluster.urls, url="",
-                     input=data)
-    consumer.read_stdout_lines(2000, timeout=60)
-    lost = cluster.node_of(consumer)
-    assert lost is cluster.nodes[0], "both connect to the first URL that answers"
+    consumers, producers = {}, {}
+    for spec, queue in queues.items():
+        consumers[spec] = spawn("consumer.py", "amqp0-8.xml", *names(queue), *cluster.urls, url="")
+        consumers[spec].wait_for_stderr("Waiting for messages")
+        producers[spec] = spawn("producer.py", spec, "-", "--retry", *names(queue), *cluster.urls,
+                                url="", input=data)
+    for consumer in consumers.values():
+        consumer.read_stdout_lines(1000, timeout=60)
+    lost = cluster.node_of(consumers[SPECS[0]])
+    assert lost is cluster.nodes[0], "they connect to the first URL that answers"
+    assert {cluster.node_of(script) for script in [*consumers.values(), *producers.values()]} == {lost}
     lost.stop()
 
-    assert producer.wait(timeout=90) == 0, producer.stderr_text
-    wait_until_printed(consumer, bodies)
-    consumer.send_signal(signal.SIGINT)
-    assert consumer.wait(timeout=30) == 0, consumer.stderr_text
+    for spec, queue in queues.items():
+        producer, consumer = producers[spec], consumers[spec]
+        assert producer.wait(timeout=90) == 0, producer.stderr_text
+        wait_until_printed(consumer, bodies)
+        consumer.send_signal(signal.SIGINT)
+        assert consumer.wait(timeout=30) == 0, consumer.stderr_text
 
-    # Each script named the node it lost and the one it reached next.
-    for script in (consumer, producer):
-        err = script.stderr_text
-        assert "lost the connection to amqp://guest@127.0.0.1:%d/%%2F: " % lost.port in err, err
-        assert "; reconnecting\n" in err, err
-        assert "connected to amqp://guest@127.0.0.1:%d/%%2F\n" % cluster.nodes[1].port in err, err
-        assert "Traceback" not in err
-    # The producer said what the broker had taken when the node went, and sent the rest again.
-    found = re.search(r"\(the broker had taken (\d+) message\(s\); (\d+) more were sent but not"
-                      r" confirmed\); reconnecting", producer.stderr_text)
-    assert found, producer.stderr_text
-    assert producer.stderr_text.endswith("Sent %d message(s) to exchange %r with routing key %r.\n"
-                                         % (STREAM, queue, queue))
-    got = printed(consumer)
-    assert set(got) == set(bodies)
-    assert helpers.queue_depth(cluster.nodes[1].url, queue) == 0
-    print("taken before the loss: %s, unconfirmed: %s; %d duplicate(s)"
-          % (found.group(1), found.group(2), len(got) - len(bodies)))
+        # Each script named the node it lost and the one it reached next.
+        for script in (consumer, producer):
+            err = script.stderr_text
+            assert "lost the connection to amqp://guest@127.0.0.1:%d/%%2F: " % lost.port in err, err
+            assert "; reconnecting\n" in err, err
+            assert "connected to amqp://guest@127.0.0.1:%d/%%2F\n" % cluster.nodes[1].port in err, err
+            assert "Traceback" not in err
+        # The producer said what the broker had taken when the node went (by
+        # confirms on 0-9-1, by commits on 0-8), and sent the rest again.
+        found = re.search(r"\(the broker had taken (\d+) message\(s\); (\d+) more were sent but"
+                          r" not confirmed\); reconnecting", producer.stderr_text)
+        assert found, producer.stderr_text
+        assert producer.stderr_text.endswith("Sent %d message(s) to exchange %r with routing key"
+                                             " %r.\n" % (STREAM, queue, queue))
+        got = printed(consumer)
+        assert set(got) == set(bodies)
+        assert helpers.queue_depth(cluster.nodes[1].url, queue) == 0
+        print("%s: taken before the loss: %s, unconfirmed: %s; %d duplicate(s)"
+              % (spec, found.group(1), found.group(2), len(got) - len(bodies)))
 
 
-@pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
-def test_producer_without_retry_says_what_the_cluster_took(spec, cluster, queue, spawn):
-    """Connected to the second node (the first URL given); it stops: one line, and
-    every message it counts as taken is in the queue on the other nodes."""
+def test_producer_without_retry_says_what_the_cluster_took(cluster, queues, spawn):
+    """A producer for each spec, connected to the second node (the first URL
+    given); it stops: one line each, and every message it counts as taken is
+    in the queue on the other nodes."""
     bodies, data = stream()
     first, *others = cluster.nodes[1:] + cluster.nodes[:1]
     urls = [arg for node in [first, *others] for arg in ("--url", node.url)]
-    producer = spawn("producer.py", spec, "-", *names(queue), *urls, url="", input=data)
-    wait_for_depth(others[0].url, queue, 2000)
-    assert cluster.node_of(producer) is first
+    producers = {spec: spawn("producer.py", spec, "-", *names(queue), *urls, url="", input=data)
+                 for spec, queue in queues.items()}
+    for queue in queues.values():
+        wait_for_depth(others[0].url, queue, 2000)
+    assert {cluster.node_of(producer) for producer in producers.values()} == {first}
     first.stop()
-    assert producer.wait(timeout=60) == 1, producer.stderr_text
-    [line] = producer.stderr_text.splitlines()
-    assert line.startswith("producer.py: error: lost the connection to amqp://guest@127.0.0.1:%d/%%2F: "
-                           % first.port), line
-    found = re.search(r"\(the broker had taken (\d+) message\(s\); (\d+) more were sent but not"
-                      r" confirmed\)$", line)
-    assert found, line
-    taken = int(found.group(1))
-    got = set(helpers.get_all(others[0].url, queue))
-    assert set(bodies[:taken]) <= got, "a message counted as taken is missing"
-    print("taken: %d, in the queue: %d" % (taken, len(got)))
+    for spec, queue in queues.items():
+        producer = producers[spec]
+        assert producer.wait(timeout=60) == 1, producer.stderr_text
+        [line] = producer.stderr_text.splitlines()
+        assert line.startswith("producer.py: error: lost the connection to"
+                               " amqp://guest@127.0.0.1:%d/%%2F: " % first.port), line
+        found = re.search(r"\(the broker had taken (\d+) message\(s\); (\d+) more were sent but"
+                          r" not confirmed\)$", line)
+        assert found, line
+        taken = int(found.group(1))
+        got = set(helpers.get_all(others[0].url, queue))
+        assert set(bodies[:taken]) <= got, "a message counted as taken is missing"
+        print("%s: taken: %d, in the queue: %d" % (spec, taken, len(got)))
 
 
 def wait_for_depth(url, queue, at_least, timeout=60):
