@@ -106,11 +106,11 @@ def make_parser(doc):
     parser = ArgumentParser(description=doc.split("\n\n")[0],
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("spec", metavar="SPEC", help="AMQP spec file: amqp0-8.xml or amqp0-9-1.xml")
-    parser.add_argument("--url", type=Broker, action="append",
+    parser.add_argument("--url", type=Broker, action="append", default=argparse.SUPPRESS,
                         help="broker URL, amqp://user:password@host:port/vhost or amqps://...;"
                              " give it once per node of a cluster: the first that answers is used,"
                              " the next on loss, in turn (default: $AMQP_URL, several separated by"
-                             " spaces, else %s)" % DEFAULT_URL)
+                             " spaces, else %s)" % DEFAULT_URL.replace("%", "%%"))
     parser.add_argument("--exchange", type=shortstr, default=EXCHANGE_NAME,
                         help='exchange name; "" is the broker\'s default exchange')
     parser.add_argument("--exchange-type", default="direct",
@@ -138,7 +138,7 @@ def make_parser(doc):
 
 def parse_args(parser, argv):
     args = parser.parse_intermixed_args(argv)  # options may come between messages
-    if args.url is None:
+    if "url" not in args:  # no --url given
         args.url = brokers_from_environment(parser)
     if args.password_file:
         password = read_password(parser, args.password_file)

@@ -88,3 +88,11 @@ def test_every_url_refused_without_retry():
         " trying the next URL" % shown(first),
         "consumer.py: error: cannot connect to %s: connection refused (is RabbitMQ running"
         " there?)" % shown(second)]
+
+
+@pytest.mark.parametrize("script", ["producer.py", "consumer.py"])
+def test_help_shows_the_url_option(script):
+    # The default URL's "%2F" once made argparse's help formatting fail.
+    result = run_script(script, "--help", url="")
+    assert result.returncode == 0, result.stderr
+    assert b"--url URL" in result.stdout and b"amqp://guest:guest@localhost:5672/%2F" in result.stdout
