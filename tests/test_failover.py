@@ -50,7 +50,7 @@ def test_bad_url_among_several_in_amqp_url():
 
 
 @pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
-def test_first_url_that_answers_with_its_own_login(spec, vhost_url, tmp_path):
+def test_first_url_that_answers_with_its_own_login(spec, vhost_url):
     # The dead broker's user, password and vhost would all fail on the live one:
     # the producer must log in with what the live broker's URL says.
     down = dead_url("nobody", "wrong", "no-such-vhost")
