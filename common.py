@@ -106,9 +106,11 @@ def make_parser(doc):
     parser = ArgumentParser(description=doc.split("\n\n")[0],
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("spec", metavar="SPEC", help="AMQP spec file: amqp0-8.xml or amqp0-9-1.xml")
-    parser.add_argument("--url", type=Broker, default=os.environ.get("AMQP_URL", DEFAULT_URL),
-                        help="broker URL, amqp://user:password@host:port/vhost or amqps://..."
-                             " (default: $AMQP_URL, else %s)" % DEFAULT_URL)
+    parser.add_argument("--url", type=Broker, action="append", default=argparse.SUPPRESS,
+                        help="broker URL, amqp://user:password@host:port/vhost or amqps://...;"
+                             " give it once per node of a cluster: the first that answers is used,"
+                             " the next on loss, in turn (default: $AMQP_URL, several separated by"
+                             " spaces, else %s)" % DEFAULT_URL.replace("%", "%%"))
     parser.add_argument("--exchange", type=shortstr, default=EXCHANGE_NAME,
                         help='exchange name; "" is the broker\'s default exchange')
     parser.add_argument("--exchange-type", default="direct",
@@ -136,14 +138,27 @@ def make_parser(doc):
 
 def parse_args(parser, argv):
     args = parser.parse_intermixed_args(argv)  # options may come between messages
+    if "url" not in args:  # no --url given
+        args.url = brokers_from_environment(parser)
     if args.password_file:
-        args.url.password = read_password(parser, args.password_file)
+        password = read_password(parser, args.password_file)
+        for broker in args.url:  # one user for the whole cluster
+            broker.password = password
     if not args.queue:
         parser.error("--queue must not be empty")
     if args.routing_key is None:
         # The default exchange routes by queue name.
         args.routing_key = ROUTING_KEY if args.exchange else args.queue
     return args
+
+
+def brokers_from_environment(parser):
+    """The brokers in $AMQP_URL (URLs separated by spaces), else the default one."""
+    try:
+        return [Broker(url) for url in os.environ.get("AMQP_URL", DEFAULT_URL).split()
+                ] or [Broker(DEFAULT_URL)]
+    except argparse.ArgumentTypeError as e:
+        parser.error("AMQP_URL: %s" % e)
 
 
 def read_password(parser, path):

@@ -11,8 +11,33 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import crypto
 from twisted.internet import ssl
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
+from zope.interface import implementer
 
 from amqp_support.errors import UsageError
+
+
+@implementer(IStreamClientEndpoint)
+class FailoverEndpoint:
+    """The brokers of a cluster, one connection attempt each, in turn.
+
+    ClientService calls connect() once at the start and again only after the
+    attempt before has failed or its connection was lost, so each call takes
+    the next broker in order, and the first again after the last. While an
+    attempt runs, `broker` is the broker it goes to: the protocol factory
+    reads it to log in with that broker's credentials and virtual host.
+    """
+
+    def __init__(self, reactor, brokers, timeout, cafile=None, certfile=None, keyfile=None):
+        self.endpoints = [(broker, client_endpoint(reactor, broker, timeout, cafile, certfile, keyfile))
+                          for broker in brokers]
+        self.attempts = 0
+        self.broker = brokers[0]
+
+    def connect(self, factory):
+        self.broker, endpoint = self.endpoints[self.attempts % len(self.endpoints)]
+        self.attempts += 1
+        return endpoint.connect(factory)
 
 
 def client_endpoint(reactor, broker, timeout, cafile=None, certfile=None, keyfile=None):

@@ -178,18 +178,29 @@ class Broker:
             self.start()
 
 
-def start_node(tmp_path_factory, name, config="", avoid=()):
+def make_node(tmp_path_factory, name, config="", avoid=(), cookie=None):
     """A throwaway RabbitMQ node on free ports (its TCP listener on 127.0.0.1),
-    with config added to its rabbitmq.conf; returns (Broker, executor)."""
+    with config added to its rabbitmq.conf, not started yet; returns
+    (Broker, executor). cookie: the Erlang cookie, the same for nodes that are
+    to form a cluster (by default each node makes its own)."""
     if not os.access(RABBITMQ_SERVER, os.X_OK):
         pytest.fail(f"{RABBITMQ_SERVER} is missing: run the tests with `python3 tools/test.py` "
                     f"(it installs rabbitmq-server), or `apt-get install rabbitmq-server`",
                     pytrace=False)
     port = get_port(None, [*avoid, *STANDARD_PORTS])
     dist_port = get_port(None, [port, *avoid, *STANDARD_PORTS])
-    executor = IsolatedRabbitMqExecutor(port, dist_port, f"txamqp-{name}-{port}@localhost",
-                                        tmp_path_factory.mktemp(name), config)
-    node = Broker(f"amqp://guest:guest@127.0.0.1:{port}/%2F", executor)
+    path = tmp_path_factory.mktemp(name)
+    if cookie is not None:
+        # HOME is the node's folder: Erlang reads the cookie from $HOME/.erlang.cookie.
+        (path / ".erlang.cookie").write_text(cookie)
+        (path / ".erlang.cookie").chmod(0o400)
+    executor = IsolatedRabbitMqExecutor(port, dist_port, f"txamqp-{name}-{port}@localhost", path, config)
+    return Broker(f"amqp://guest:guest@127.0.0.1:{port}/%2F", executor), executor
+
+
+def start_node(tmp_path_factory, name, config="", avoid=()):
+    """make_node's node, started; returns (Broker, executor)."""
+    node, executor = make_node(tmp_path_factory, name, config, avoid)
     started = time.monotonic()
     try:
         node.start()
