@@ -12,6 +12,13 @@ What changes against txamqp 0.8.2, and why:
 - the client tells the broker its name and the capabilities its spec file
   has, so RabbitMQ sends a reason with a failed login and tells a consumer
   when it is cancelled; with 0-9-1 also publisher confirms and blocking;
+- a fast path for the frames of every message: an incoming frame is handled
+  as it comes (txamqp runs about 30 Deferreds, a lock and several generators
+  per message), and a method without a response (basic.publish, basic.ack)
+  is written at once, its frames in one write, instead of through
+  inlineCallbacks and txamqp's outgoing queue; what reaches the delegate,
+  the consumer queues and invoke's responses queue, and in which order, is
+  what txamqp delivers;
 - handlers for what txamqp's delegate has none for (a method without one
   ends the connection): basic.ack and basic.nack of publisher confirms,
   connection.blocked and connection.unblocked; basic.return goes to the
