@@ -27,7 +27,6 @@ What changes against txamqp 0.8.2, and why:
 
 import platform
 import sys
-
 from time import time
 
 from twisted.internet import defer
