@@ -124,10 +124,150 @@ class Codec(codec.Codec):
         raise FrameError("unknown field table type %r" % (kind,))
 
 
+# A fast path for the frames of every message (basic.publish, basic.deliver,
+# basic.ack and their content headers): methods and properties whose fields
+# are all numbers, short strings and one run of bits are encoded and decoded
+# with struct directly; anything else (tables, long strings, odd values)
+# goes through the Codec above, which also reports what is wrong.
+
+NUMBERS = {"octet": struct.Struct("!B"), "short": struct.Struct("!H"),
+           "long": struct.Struct("!I"), "longlong": struct.Struct("!Q")}
+SIMPLE = set(NUMBERS) | {"shortstr", "bit"}
+CLASS_METHOD = struct.Struct("!HH")
+HEADER_START = struct.Struct("!HHQH")  # class, weight, body size, first property flags
+
+
+def simple_types(fields):
+    """The field types, if the fast path can handle them, else None."""
+    types = [f.type for f in fields]
+    bits = [i for i, t in enumerate(types) if t == "bit"]
+    if not set(types) <= SIMPLE or len(bits) > 8 or (bits and bits[-1] - bits[0] != len(bits) - 1):
+        return None
+    return types
+
+
+def encode_simple(types, values, out):
+    bits = nbits = 0
+    for t, v in zip(types, values):
+        if t == "bit":
+            bits |= bool(v) << nbits
+            nbits += 1
+            continue
+        if nbits:
+            out.append(bits)
+            nbits = 0
+        if t == "shortstr":
+            if isinstance(v, str):
+                v = v.encode("utf-8")
+            if len(v) > 255 or not isinstance(v, bytes):
+                raise ValueError(v)
+            out.append(len(v))
+            out += v
+        else:
+            out += NUMBERS[t].pack(v)
+    if nbits:
+        out.append(bits)
+
+
+def decode_simple(types, data, offset):
+    values = []
+    nbits = 8
+    for t in types:
+        if t == "bit":
+            if nbits == 8:
+                bits, nbits = data[offset], 0
+                offset += 1
+            values.append(bits >> nbits & 1 != 0)
+            nbits += 1
+            continue
+        nbits = 8
+        if t == "shortstr":
+            end = offset + 1 + data[offset]
+            if end > len(data):
+                raise codec.EOF()
+            value = data[offset + 1:end]
+            try:
+                value = value.decode()
+            except UnicodeDecodeError:
+                pass
+            values.append(value)
+            offset = end
+        else:
+            number = NUMBERS[t]
+            values.append(number.unpack_from(data, offset)[0])
+            offset += number.size
+    return values, offset
+
+
+_method_types = {}  # method: its simple field types, or None
+
+
+def method_types(method):
+    try:
+        return _method_types[method]
+    except KeyError:
+        types = _method_types[method] = simple_types(method.fields)
+        return types
+
+
+_header_fields = {}  # (class, property flags): [(name, type) of each present property] or None
+
+
+def header_fields(klass, flags):
+    key = (klass, flags)
+    try:
+        return _header_fields[key]
+    except KeyError:
+        present = [f for i, f in enumerate(list(klass.fields)[:15]) if flags >> (15 - i) & 1]
+        ok = not flags & 1 and simple_types(present) is not None and all(f.type != "bit" for f in present)
+        fields = _header_fields[key] = [(f.name, f.type) for f in present] if ok else None
+        return fields
+
+
+_property_bits = {}  # class: {property name: its flag bit}, for the first 15 properties
+
+
+def property_bits(klass):
+    try:
+        return _property_bits[klass]
+    except KeyError:
+        bits = _property_bits[klass] = {f.name: 1 << (15 - i) for i, f in enumerate(list(klass.fields)[:15])}
+        return bits
+
+
+def fast_payload(payload):
+    """The bytes of a method or header payload, or None to take the slow way."""
+    out = bytearray()
+    try:
+        if isinstance(payload, Method):
+            types = method_types(payload.method)
+            if types is None:
+                return None
+            out += CLASS_METHOD.pack(payload.method.klass.id, payload.method.id)
+            encode_simple(types, payload.args, out)
+        else:
+            props = payload.properties
+            klass = payload.klass
+            bit = property_bits(klass)
+            if any(props[name] is None or name not in bit for name in props):
+                return None
+            flags = sum(bit[name] for name in props)
+            fields = header_fields(klass, flags)
+            if fields is None:
+                return None
+            out += HEADER_START.pack(klass.id, payload.weight, payload.size, flags)
+            encode_simple([t for _, t in fields], [props[name] for name, _ in fields], out)
+    except (ValueError, TypeError, AttributeError, struct.error):
+        return None
+    return bytes(out)
+
+
 def pack_frame(channel, payload):
     """The bytes of one frame carrying a txamqp payload object."""
     if isinstance(payload, Body):
         data = payload.content
+    elif (data := fast_payload(payload)) is not None:
+        pass
     else:
         buf = BytesIO()
         c = Codec(buf)
@@ -175,6 +315,9 @@ def unpack_payload(spec, kind, data):
         return Heartbeat()
     if kind not in (1, 2):
         raise FrameError("unknown frame type %d" % kind)
+    fast = fast_unpack(spec, kind, data)
+    if fast is not None:
+        return fast
     c = Codec(BytesIO(data))
     what = "method frame" if kind == 1 else "content header"
     try:
@@ -196,6 +339,28 @@ def unpack_payload(spec, kind, data):
         return Header(klass, weight, size, **properties)
     except (codec.EOF, struct.error):
         raise FrameError("%s shorter than its fields" % what) from None
+
+
+def fast_unpack(spec, kind, data):
+    """The payload, or None to take the slow way (which also names errors)."""
+    try:
+        if kind == 1:
+            class_id, method_id = CLASS_METHOD.unpack_from(data)
+            method = spec.classes.byid[class_id].methods.byid[method_id]
+            types = method_types(method)
+            if types is None:
+                return None
+            args, _ = decode_simple(types, data, 4)
+            return Method(method, *args)
+        class_id, weight, size, flags = HEADER_START.unpack_from(data)
+        klass = spec.classes.byid[class_id]
+        fields = header_fields(klass, flags)
+        if fields is None:
+            return None
+        values, _ = decode_simple([t for _, t in fields], data, HEADER_START.size)
+        return Header(klass, weight, size, **{name: v for (name, _), v in zip(fields, values)})
+    except (KeyError, IndexError, struct.error, codec.EOF):
+        return None
 
 
 def known(table, key, what):

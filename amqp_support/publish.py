@@ -29,7 +29,7 @@ basic.return on the channel to its publisher.
 
 from collections import OrderedDict
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from txamqp.client import Closed
 
 from amqp_support.client import UnexpectedMethod
@@ -64,11 +64,25 @@ class Publisher:
             yield publisher.publish(**fields)
         return publisher
 
+    # Every so many messages, let the reactor turn even while there is room:
+    # it sends what was published so far and reads the broker's answers, so
+    # the broker works on those while the next ones are encoded (publishing
+    # never waits for the network, so without this nothing would go out
+    # until the window fills).
+    BREATHE = 200
+
     def publish(self, **fields):
         """basic.publish; the Deferred fires once more may be published."""
         self.published += 1
         d = self.chan.basic_publish(**fields)
-        return d.addCallback(lambda _: self.room())
+        return d.addCallback(self._after_publish)
+
+    def _after_publish(self, _):
+        wait = self.room()
+        if self.published % self.BREATHE:
+            return wait
+        turn = lambda _=None: task.deferLater(self.chan.client.clock, 0, lambda: None)  # noqa: E731
+        return turn() if wait is None else wait.addCallback(turn)
 
     def returned(self, msg):
         self.returns.append((msg.reply_code, msg.reply_text, msg.exchange, msg.routing_key))

@@ -8,9 +8,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]  # conftest imports the project's modules
 
-import conftest  # noqa: E402 (needs tests/ on sys.path)
+import conftest  # noqa: E402 (needs tests/ and the root on sys.path)
 from port_for import get_port  # noqa: E402
 
 

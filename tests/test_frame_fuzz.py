@@ -192,3 +192,66 @@ def test_deeply_nested_headers_table_is_a_frame_error(logged_errors):
     client.dataReceived(deliver + header)
     assert transport.disconnecting and client.reason.check(FrameError)
     assert "nested more than 64 deep" in explain(client.reason)
+
+
+# The fast path of amqp_support.codec (struct, for methods and properties of
+# numbers, short strings and bits) must give the bytes and values the Codec
+# gives, and leave anything else to it.
+
+def slow_payload(payload):
+    from io import BytesIO
+
+    from amqp_support import codec
+    buf = BytesIO()
+    c = codec.Codec(buf)
+    (codec.encode_method if isinstance(payload, Method) else codec.encode_header)(c, payload)
+    c.flush()
+    return buf.getvalue()
+
+
+@st.composite
+def payloads(draw, spec):
+    from txamqp.connection import Header
+    if draw(st.booleans()):
+        method = draw(st.sampled_from(methods(spec)))
+        return Method(method, *[draw(FIELD_VALUES[f.type]) for f in method.fields
+                                if f.type in FIELD_VALUES])
+    klass = spec.classes.byname["basic"]
+    fields = draw(st.lists(st.sampled_from([f for f in klass.fields if f.type in FIELD_VALUES]),
+                           unique=True, max_size=4))
+    return Header(klass, 0, draw(st.integers(0, 2**64 - 1)),
+                  **{f.name: draw(FIELD_VALUES[f.type]) for f in fields})
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_fast_codec_agrees_with_the_codec(name, data):
+    from amqp_support import codec
+    spec = SPECS[name]
+    payload = data.draw(payloads(spec))
+    if isinstance(payload, Method) and len(payload.args) != len(payload.method.fields):
+        return  # a field type FIELD_VALUES lacks
+    fast = codec.fast_payload(payload)
+    slow = slow_payload(payload)
+    if fast is not None:
+        assert fast == slow
+    kind = 1 if isinstance(payload, Method) else 2
+    decoded = codec.unpack_payload(spec, kind, slow)
+    assert codec.fast_unpack(spec, kind, slow) in (None, decoded) or \
+        vars(codec.fast_unpack(spec, kind, slow)) == vars(decoded)
+    if kind == 1:
+        c = codec.Codec(codec.BytesIO(slow[4:]))
+        assert list(decoded.args) == [c.decode(f.type) for f in payload.method.fields]
+    else:
+        assert decoded.properties == payload.properties and decoded.size == payload.size
+
+
+def test_the_fast_codec_serves_the_frames_of_every_message():
+    from amqp_support import codec
+    for spec in SPECS.values():
+        basic = spec.classes.byname["basic"]
+        for name in ("publish", "deliver", "ack"):
+            assert codec.method_types(basic.methods.byname[name]) is not None, name
+        header = codec.fast_payload(codec.Header(basic, 0, 100, **{"delivery-mode": 2}))
+        assert header is not None and codec.fast_unpack(spec, 2, header).properties == {"delivery-mode": 2}
