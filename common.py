@@ -1,19 +1,18 @@
-"""What producer.py and consumer.py share: the command line, the connection,
-the channel, the exchange and queue they both declare, and how they fail.
+"""What producer.py and consumer.py share: the command line, the spec file,
+the channel, the exchange and queue they both declare, and how a run ends
+(one line and an exit status for every failure; Ctrl-C as a cancellation).
 
-The robust parts live in amqp_support/; this file reads as the steps every
-AMQP client takes: load the spec, connect and log in, open a channel,
-declare, and close.
+The robust parts live in amqp_support/: service.py connects, logs in,
+reconnects and closes; url.py reads broker URLs; client.py and codec.py
+make txamqp byte-exact and explain failures.
 """
 
 import argparse
 import functools
 import os
-import re
 import signal
 import sys
 import traceback
-from urllib.parse import quote, unquote, urlsplit
 
 from twisted.internet import defer
 from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -22,6 +21,7 @@ from txamqp import spec as amqp_spec
 
 from amqp_support.errors import Failed, UsageError, explain  # noqa: F401 (Failed: for the scripts)
 from amqp_support.service import AMQPService  # noqa: F401 (the scripts' connection)
+from amqp_support.url import Broker
 
 # What txamqp raises on a call when the connection or the channel goes away.
 Disconnected = (client.Closed, queue.Closed)
@@ -35,57 +35,6 @@ DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 
 NON_PERSISTENT = 1
 PERSISTENT = 2  # delivery-mode 2: the broker writes the message to disk
-
-
-class Broker:
-    """Where to connect, from an amqp:// or amqps:// URL."""
-
-    def __init__(self, url):
-        try:
-            parts = urlsplit(url)
-        except ValueError:  # a bad [IPv6] address, say
-            raise argparse.ArgumentTypeError("%r is not a valid URL" % self.mask(url)) from None
-        if parts.scheme not in ("amqp", "amqps") or not url.partition(":")[2].startswith("//"):
-            raise argparse.ArgumentTypeError(
-                "%r is not an amqp:// or amqps:// URL" % self.mask(url))
-        if "@" not in parts.netloc and "@" in url.partition("//")[2]:
-            # "amqp://user:pa/ss@host" ends its host at the "/": the password
-            # would become the port and the vhost.
-            raise argparse.ArgumentTypeError(
-                "%r: percent-encode any \"/\", \"?\" or \"#\" in the user name or password"
-                " (%%2F, %%3F, %%23)" % self.mask(url))
-        try:
-            self.port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
-        except ValueError:
-            raise argparse.ArgumentTypeError("the port in %r is not a port number" % self.mask(url)) from None
-        self.tls = parts.scheme == "amqps"
-        self.host = parts.hostname or "localhost"
-        self.username = unquote(parts.username or "guest")
-        self.password = unquote(parts.password or "guest")
-        # The path is the virtual host, percent-encoded: %2F is "/".
-        self.vhost = unquote(parts.path[1:]) or "/"
-
-    @staticmethod
-    def mask(url):
-        """url for an error message: anything between the user name and the
-        last "@" may be a password (passwords hold "/" and "@" too): ***."""
-        if "@" not in url:
-            return url
-        user = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*", url)
-        user = user.group(0) if user else ""
-        if url[len(user):].startswith("@"):
-            return url  # a user name and no password
-        return "%s***@%s" % (user + ":" if user else "", url.rpartition("@")[2])
-
-    def __repr__(self):
-        return "Broker(%r)" % str(self)
-
-    def __str__(self):
-        # Never the password: this string goes into messages and logs.
-        scheme = "amqps" if self.tls else "amqp"
-        host = "[%s]" % self.host if ":" in self.host else self.host
-        return "%s://%s@%s:%d/%s" % (scheme, quote(self.username, safe=""), host, self.port,
-                                     quote(self.vhost, safe=""))
 
 
 def shortstr(text):

@@ -1,0 +1,57 @@
+"""Where to connect: the broker in an amqp:// or amqps:// URL, and how to
+show it without its password."""
+
+import argparse
+import re
+from urllib.parse import quote, unquote, urlsplit
+
+
+class Broker:
+    """Where to connect, from an amqp:// or amqps:// URL."""
+
+    def __init__(self, url):
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # a bad [IPv6] address, say
+            raise argparse.ArgumentTypeError("%r is not a valid URL" % self.mask(url)) from None
+        if parts.scheme not in ("amqp", "amqps") or not url.partition(":")[2].startswith("//"):
+            raise argparse.ArgumentTypeError(
+                "%r is not an amqp:// or amqps:// URL" % self.mask(url))
+        if "@" not in parts.netloc and "@" in url.partition("//")[2]:
+            # "amqp://user:pa/ss@host" ends its host at the "/": the password
+            # would become the port and the vhost.
+            raise argparse.ArgumentTypeError(
+                "%r: percent-encode any \"/\", \"?\" or \"#\" in the user name or password"
+                " (%%2F, %%3F, %%23)" % self.mask(url))
+        try:
+            self.port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+        except ValueError:
+            raise argparse.ArgumentTypeError("the port in %r is not a port number" % self.mask(url)) from None
+        self.tls = parts.scheme == "amqps"
+        self.host = parts.hostname or "localhost"
+        self.username = unquote(parts.username or "guest")
+        self.password = unquote(parts.password or "guest")
+        # The path is the virtual host, percent-encoded: %2F is "/".
+        self.vhost = unquote(parts.path[1:]) or "/"
+
+    @staticmethod
+    def mask(url):
+        """url for an error message: anything between the user name and the
+        last "@" may be a password (passwords hold "/" and "@" too): ***."""
+        if "@" not in url:
+            return url
+        user = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*", url)
+        user = user.group(0) if user else ""
+        if url[len(user):].startswith("@"):
+            return url  # a user name and no password
+        return "%s***@%s" % (user + ":" if user else "", url.rpartition("@")[2])
+
+    def __repr__(self):
+        return "Broker(%r)" % str(self)
+
+    def __str__(self):
+        # Never the password: this string goes into messages and logs.
+        scheme = "amqps" if self.tls else "amqp"
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s://%s@%s:%d/%s" % (scheme, quote(self.username, safe=""), host, self.port,
+                                     quote(self.vhost, safe=""))
