@@ -28,5 +28,4 @@ def throwaway_node():
             node.start()
             yield node
         finally:
-            executor.stop()
-            executor._stdout.close()
+            executor.shut_down()

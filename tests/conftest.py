@@ -90,6 +90,11 @@ class IsolatedRabbitMqExecutor(RabbitMqExecutor):
         except psutil.NoSuchProcess:
             return None
 
+    def shut_down(self):
+        """Stop the node for good: at the end of the session or module."""
+        self.stop()
+        self._stdout.close()
+
     def stop(self, timeout=60):
         """SIGTERM (a clean shutdown that keeps durable data), SIGKILL after timeout."""
         if self.process is None:
@@ -205,8 +210,7 @@ def start_node(tmp_path_factory, name, config="", avoid=()):
     try:
         node.start()
     except BaseException:
-        executor.stop()
-        executor._stdout.close()
+        executor.shut_down()
         raise
     node.start_seconds = time.monotonic() - started
     return node, executor
@@ -221,8 +225,7 @@ def broker(tmp_path_factory):
     try:
         yield node
     finally:
-        executor.stop()
-        executor._stdout.close()
+        executor.shut_down()
 
 
 @pytest.fixture(scope="session")
@@ -291,8 +294,7 @@ def tls_broker(tmp_path_factory):
     try:
         yield node
     finally:
-        executor.stop()
-        executor._stdout.close()
+        executor.shut_down()
 
 
 @pytest.fixture(scope="session")
@@ -301,8 +303,7 @@ def mtls_broker(tmp_path_factory):
     try:
         yield node
     finally:
-        executor.stop()
-        executor._stdout.close()
+        executor.shut_down()
 
 
 @pytest.fixture(autouse=True)

@@ -88,8 +88,7 @@ def cluster(tmp_path_factory):
         yield Cluster(nodes)
     finally:
         for _, executor in made:
-            executor.stop()
-            executor._stdout.close()
+            executor.shut_down()
 
 
 @pytest.fixture
