@@ -130,13 +130,14 @@ def load_spec(path):
             spec = amqp_spec.load_string(f.read(), specfilename=path)
         spec.classes.byname["basic"].methods.byname["publish"]
         spec.constants.byname["frame-end"]
-    except FileNotFoundError:
-        raise UsageError("spec file %r not found: give the path of amqp0-8.xml or amqp0-9-1.xml" % path)
+    except FileNotFoundError as e:
+        raise UsageError("spec file %r not found: give the path of amqp0-8.xml or amqp0-9-1.xml"
+                         % path) from e
     except OSError as e:
-        raise UsageError("cannot read spec file %r: %s" % (path, e.strerror or e))
+        raise UsageError("cannot read spec file %r: %s" % (path, e.strerror or e)) from e
     except Exception as e:
         raise UsageError("%r is not an AMQP spec file that txamqp can load (%s: %s)"
-                         % (path, type(e).__name__, e))
+                         % (path, type(e).__name__, e)) from e
     return spec
 
 
