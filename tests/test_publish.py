@@ -106,13 +106,22 @@ class RecordingChannel:
     def __init__(self):
         self.published = []
 
-    def basic_publish(self, **fields):
-        self.published.append(fields)
-        return defer.succeed(None)
+    def basic_publish(self, content):
+        self.published.append(content)
 
 
-def confirms(window):
-    return publish.Confirms(RecordingChannel(), window)
+def confirms(window, contents):
+    """An Outbox watching a recording channel, and a publish(): take the next
+    message, publish it, wait for room."""
+    outbox = publish.Outbox(contents, confirms=True)
+    chan = RecordingChannel()
+    outbox.watch(chan)
+    messages = outbox.messages()
+
+    def publish_next():
+        chan.basic_publish(next(messages))
+        return outbox.wait_for_room(window)
+    return outbox, chan, publish_next
 
 
 def fired(d):
@@ -123,54 +132,60 @@ def fired(d):
 
 
 def test_window_holds_the_publisher_until_confirms_come():
-    p = confirms(window=3)
-    assert fired(p.publish(body=0)) and fired(p.publish(body=1))
-    waiting = p.publish(body=2)  # tags 1, 2, 3 unconfirmed: the window is full
+    outbox, chan, publish_next = confirms(3, range(4))
+    assert fired(publish_next()) and fired(publish_next())
+    waiting = publish_next()  # tags 1, 2, 3 unconfirmed: the window is full
     assert not fired(waiting)
-    p.settle(2, multiple=False, accepted=True)  # out of order: 1 and 3 left
+    outbox.settle(2, multiple=False, accepted=True)  # out of order: 1 and 3 left
     assert fired(waiting)
-    waiting = p.publish(body=3)  # 1, 3, 4
+    waiting = publish_next()  # 1, 3, 4
     assert not fired(waiting)
-    p.settle(3, multiple=True, accepted=True)  # 1 and 3 (2 is done): 4 left
+    outbox.settle(3, multiple=True, accepted=True)  # 1 and 3 (2 is done): 4 left
     assert fired(waiting)
-    done = p.finish()
+    done = outbox.wait_for_all()
     assert not fired(done)
-    p.settle(4, multiple=False, accepted=True)
-    assert done.result == 4
-    assert [fields["body"] for fields in p.chan.published] == [0, 1, 2, 3]
+    outbox.settle(4, multiple=False, accepted=True)
+    assert fired(done) and outbox.sent() == 4
+    assert chan.published == [0, 1, 2, 3]
 
 
 def test_nacks_count_each_message_once():
-    p = confirms(window=10)
-    for i in range(6):
-        p.publish(body=i)
-    p.settle(2, multiple=False, accepted=False)
-    p.settle(3, multiple=True, accepted=False)  # 1 and 3, not 2 again
-    p.settle(6, multiple=True, accepted=True)
+    outbox, _, publish_next = confirms(10, range(6))
+    for _ in range(6):
+        publish_next()
+    outbox.settle(2, multiple=False, accepted=False)
+    outbox.settle(3, multiple=True, accepted=False)  # 1 and 3, not 2 again
+    outbox.settle(6, multiple=True, accepted=True)
+    assert fired(outbox.wait_for_all())
     with pytest.raises(Failed, match=r"did not accept 3 of 6 message"):
-        p.check()
-    done = p.finish()
-    assert done.called and isinstance(done.result.value, Failed)
-    done.addErrback(lambda _: None)
+        outbox.sent()
 
 
 def test_a_confirm_for_no_waiting_message_is_an_error():
-    p = confirms(window=10)
-    p.publish(body=0)
-    p.settle(1, multiple=False, accepted=True)
+    outbox, _, publish_next = confirms(10, range(1))
+    publish_next()
+    outbox.settle(1, multiple=False, accepted=True)
     with pytest.raises(UnexpectedMethod, match="delivery tag 1"):
-        p.settle(1, multiple=False, accepted=True)
+        outbox.settle(1, multiple=False, accepted=True)
     with pytest.raises(UnexpectedMethod, match="delivery tag 7"):
-        p.settle(7, multiple=True, accepted=True)
+        outbox.settle(7, multiple=True, accepted=True)
+
+
+def test_a_confirm_in_a_transaction_is_an_error():
+    outbox = publish.Outbox(range(1), confirms=False)
+    outbox.watch(RecordingChannel())
+    list(outbox.messages())
+    with pytest.raises(UnexpectedMethod, match="delivery tag 1"):
+        outbox.settle(1, multiple=False, accepted=True)
 
 
 def test_closed_channel_fails_who_waits_for_confirms():
-    p = confirms(window=1)
-    waiting = p.publish(body=0)
-    p.channel_closed("the reason")
+    outbox, _, publish_next = confirms(1, range(1))
+    waiting = publish_next()
+    outbox.channel_closed("the reason")
     assert isinstance(waiting.result.value, Closed) and waiting.result.value.args == ("the reason",)
     waiting.addErrback(lambda _: None)
-    later = p.finish()
+    later = outbox.wait_for_all()
     assert isinstance(later.result.value, Closed)
     later.addErrback(lambda _: None)
 
@@ -178,9 +193,37 @@ def test_closed_channel_fails_who_waits_for_confirms():
 def test_cancelled_wait_is_forgotten():
     # Ctrl-C cancels what the producer waits for; a confirm that comes
     # afterwards must not fire the cancelled Deferred again.
-    p = confirms(window=1)
-    waiting = p.publish(body=0)
+    outbox, _, publish_next = confirms(1, range(1))
+    waiting = publish_next()
     waiting.cancel()
     waiting.addErrback(lambda _: None)
-    p.settle(1, multiple=False, accepted=True)
-    assert p.finish().result == 1
+    outbox.settle(1, multiple=False, accepted=True)
+    assert fired(outbox.wait_for_all()) and outbox.sent() == 1
+
+
+def test_what_a_lost_channel_left_unconfirmed_goes_first_on_the_next():
+    outbox, first, publish_next = confirms(10, range(5))
+    for _ in range(3):
+        publish_next()
+    outbox.settle(1, multiple=False, accepted=True)  # 2 and 3 unconfirmed
+    outbox.channel_closed("lost")
+    assert outbox.progress() == "the broker had taken 1 message(s); 2 more were sent but not confirmed"
+    second = RecordingChannel()
+    outbox.watch(second)
+    messages = outbox.messages()
+    second.basic_publish(next(messages))  # 1 again: tags start over on a new channel
+    outbox.channel_closed("lost again")
+    outbox.watch(RecordingChannel())
+    again = list(outbox.messages())
+    assert second.published == [1] and again == [1, 2, 3, 4]
+    outbox.settle(4, multiple=True, accepted=True)
+    assert fired(outbox.wait_for_all()) and outbox.sent() == 5
+
+
+def test_transactions_settle_on_commit():
+    outbox = publish.Outbox(range(3), confirms=False)
+    outbox.watch(RecordingChannel())
+    assert list(outbox.messages()) == [0, 1, 2]
+    assert not fired(outbox.wait_for_all())
+    outbox.committed()
+    assert fired(outbox.wait_for_all()) and outbox.sent() == 3
