@@ -167,7 +167,7 @@ def pika_consumer(url, n, prefetch):
     return [PY, str(HERE / "pika_consumer.py"), url, "--count", str(n), "--prefetch", str(prefetch), *names()]
 
 
-class Broker:
+class QueueProbe:
     """A pika connection to the node, to check and empty the queues between runs."""
 
     def __init__(self, url):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from measure import (BODY_SIZE, EXCHANGE, HERE, KEY, PY, QUEUE, BenchError, Broker, ours_consumer,
+from measure import (BODY_SIZE, EXCHANGE, HERE, KEY, PY, QUEUE, BenchError, QueueProbe, ours_consumer,
                      ours_producer, pika_consumer, pika_producer, run, write_bodies)
 from node import throwaway_node
 
@@ -295,7 +295,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="txamqp-bench-") as workdir, throwaway_node() as node:
         args.workdir = workdir
         say(f"RabbitMQ node up at {node.url}")
-        broker = Broker(node.url)
+        broker = QueueProbe(node.url)
         try:
             path = Path(workdir) / "bodies.txt"
             write_bodies(path, args.messages)
