@@ -278,6 +278,7 @@ class AMQClient(protocol.AMQClient):
     logged_in = False
     dispatch_failed = False
     reason = None  # why the connection ended, once it has
+    transport_lost = False
 
     def __init__(self, spec, vhost, heartbeat=0, clock=None, login_timeout=None):
         super().__init__(Delegate(), vhost, spec, heartbeat=heartbeat, clock=clock)
@@ -437,10 +438,15 @@ class AMQClient(protocol.AMQClient):
         """End the connection now, for this reason."""
         if self.reason is None:
             self.reason = Failure(reason)
-        if self.transport is not None:
+        self.abort()
+
+    def abort(self):
+        """Drop the connection now, unless it is gone already."""
+        if self.transport is not None and not self.transport_lost:
             self.transport.abortConnection()
 
     def connectionLost(self, reason):
+        self.transport_lost = True
         self._stop_login_timer()
         if self.reason is None:
             if self._buffer:

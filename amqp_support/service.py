@@ -141,8 +141,8 @@ class AMQPService(ClientService):
         with ConnectionFailed."""
         # Out of ClientService's callbacks first: it may not be re-entered.
         yield task.deferLater(self.reactor, 0)
-        if conn is not None and conn.transport is not None:
-            conn.transport.abortConnection()  # a failed login leaves it open
+        if conn is not None:
+            conn.abort()  # a failed login leaves it open
         broker = conn.broker if conn is not None else self.endpoint.broker
         what = ("lost the connection to %s" if conn is not None and conn.logged_in
                 else "cannot connect to %s") % broker
