@@ -4,7 +4,7 @@ txamqp's own codec sizes a str in characters but writes it in UTF-8 bytes,
 decodes any UTF-8 body frame to str, and knows only four field-table types.
 The functions here encode and decode the same payload objects txamqp uses
 (txamqp.connection.Method, Header, Body, Heartbeat) with a codec that keeps
-bytes as bytes and knows every field-table type RabbitMQ sends.
+bytes as bytes and reads every field-table type of AMQP 0-9-1 and RabbitMQ.
 """
 
 import struct
