@@ -233,3 +233,13 @@ def printable(body):
     """A message body as one line of text that is safe to print to a terminal:
     UTF-8 decoded, invalid bytes shown as \\xNN, control characters escaped."""
     return body.decode("utf-8", "backslashreplace").translate(ESCAPES)
+
+
+def report_undecodable_properties(prog, msg):
+    """One line on stderr for a message whose properties (its headers table,
+    say) could not be decoded, so that one is not lost without a word. Its
+    body was printed all the same, and it is acked like any other."""
+    problem = getattr(msg.content, "property_error", None)
+    if problem:
+        print("%s: warning: message with delivery tag %d: cannot decode its properties (%s);"
+              " printed and acked anyway" % (prog, msg.delivery_tag, problem), file=sys.stderr, flush=True)

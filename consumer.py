@@ -50,8 +50,11 @@ def main(reactor, args):
                     msg = yield queue.get()
                     text = common.printable(msg.content.body)
                     print("Received: %s from channel #%d" % (text, chan.id), flush=True)
+                    common.report_undecodable_properties(parser.prog, msg)
                     # Acknowledge once printed: a message that was not printed
                     # stays in the queue, and the broker delivers it again.
+                    # (Also one whose properties could not be decoded: its
+                    # body is all this consumer needs.)
                     chan.basic_ack(delivery_tag=msg.delivery_tag)
                     printed += 1
             except common.Disconnected as e:

@@ -305,7 +305,11 @@ class AMQClient(protocol.AMQClient):
     def deliver_content(self, ch):
         (method, header, chunks), ch.partial = ch.partial, None
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.deliver(ch, Message(method.method, method.args, Content(body, [], dict(header.properties))))
+        content = Content(body, [], dict(header.properties))
+        # None, or what in the properties could not be decoded (they hold
+        # the rest): the message is delivered all the same.
+        content.property_error = getattr(header, "property_error", None)
+        self.deliver(ch, Message(method.method, method.args, content))
 
     def deliver(self, ch, msg):
         if self.dispatch_failed:
