@@ -18,6 +18,7 @@ import common
 from amqp_support import publish
 
 WINDOW = 1000  # messages on their way at most: unconfirmed, or in one transaction
+WINDOW_BYTES = 4 << 20  # and at most 4 MiB of their bodies (but always one message)
 
 parser = common.make_parser(__doc__)
 parser.add_argument("messages", metavar="MESSAGE", nargs="*",
@@ -34,12 +35,17 @@ def bodies(args):
     """Each message as bytes, exactly as given, --count times."""
     for message in args.messages:
         if message == "-":
-            lines = (line.rstrip(b"\n") for line in sys.stdin.buffer)
+            lines = map(without_newline, sys.stdin.buffer)
         else:
             lines = [os.fsencode(message)]  # the bytes the shell passed
         for body in lines:
             for _ in range(args.count):
                 yield body
+
+
+def without_newline(line):
+    # A view of the line, not a copy of it: a line may be hundreds of MiB.
+    return memoryview(line)[:-1] if line.endswith(b"\n") else line
 
 
 @common.script(parser)
@@ -62,7 +68,7 @@ def main(reactor, args):
             chan = yield common.get_channel(conn)
             yield common.declare(chan, args)
             # After a reconnect, this first sends again what was not taken.
-            publisher = yield Publisher.start(chan, WINDOW, previous=publisher)
+            publisher = yield Publisher.start(chan, WINDOW, WINDOW_BYTES, previous=publisher)
             for content in messages:
                 # mandatory: a message that no queue takes comes back
                 # (basic.return) instead of being dropped without a word.
