@@ -26,11 +26,11 @@ def one_mib_lines(n):
 
 
 def cases(args):
-    """(label, stdin data, number of messages)."""
+    """(label, a function that makes the stdin data, number of messages)."""
     if args.huge:
-        yield f"one {args.huge} MiB line", b"z" * (args.huge * MIB) + b"\n", 1
+        yield f"one {args.huge} MiB line", lambda: b"z" * (args.huge * MIB) + b"\n", 1
     for n in args.one_mib:
-        yield f"{n} lines of 1 MiB", None, n
+        yield f"{n} lines of 1 MiB", lambda n=n: one_mib_lines(n), n
 
 
 def measure(url, broker, node, args):
@@ -41,8 +41,8 @@ def measure(url, broker, node, args):
                ("pika publisher, no confirms", lambda: pika_producer(url, False, queue=QUEUE, key=KEY)),
                ("pika publisher, confirm each message", lambda: pika_producer(url, True, queue=QUEUE, key=KEY))]
     results = {}
-    for case, data, n in cases(args):
-        data = data if data is not None else one_mib_lines(n)
+    for case, make_data, n in cases(args):
+        data = make_data()
         for label, command in clients:
             result = run(command(), data)
             broker.expect(n, f"{label}, {case}", queue=QUEUE, wait=120)
