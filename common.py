@@ -44,6 +44,14 @@ def shortstr(text):
     return text
 
 
+def header(text):
+    """A --header KEY=VALUE: the header's name (at most 255 bytes) and its value, a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError("%r is not KEY=VALUE" % text)
+    return shortstr(key), value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         # One line, not argparse's usage block: the usage is in --help.
@@ -150,8 +158,8 @@ def get_channel(conn, channel_id=1):
 
 
 @defer.inlineCallbacks
-def declare(chan, args):
-    """Declare the exchange, the queue and the binding between them.
+def declare(chan, args, bind=True):
+    """Declare the exchange, the queue and (if bind) the binding between them.
 
     Both scripts declare the same things and declaring what exists changes
     nothing, so either script can run first. Durable: they survive a broker
@@ -162,8 +170,19 @@ def declare(chan, args):
         yield chan.exchange_declare(exchange=args.exchange, type=args.exchange_type, durable=True)
     arguments = {"x-queue-type": "quorum"} if args.queue_type == "quorum" else {}
     yield chan.queue_declare(queue=args.queue, durable=True, arguments=arguments)
-    if args.exchange:
-        yield chan.queue_bind(queue=args.queue, exchange=args.exchange, routing_key=args.routing_key)
+    if args.exchange and bind:
+        yield chan.queue_bind(queue=args.queue, exchange=args.exchange, **binding(args))
+
+
+def binding(args):
+    """The routing key and arguments of the queue's binding, by exchange type."""
+    if args.exchange_type == "fanout":
+        return {"routing_key": ""}  # a fanout exchange ignores keys: one binding is enough
+    if args.exchange_type == "headers":
+        # A headers exchange ignores keys too: it compares the message's
+        # headers with the binding's arguments, all of them or any one.
+        return {"routing_key": "", "arguments": {"x-match": args.x_match, **dict(args.headers)}}
+    return {"routing_key": args.routing_key}  # direct: that very key; topic: a pattern
 
 
 def script(parser):

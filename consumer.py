@@ -21,6 +21,11 @@ parser = common.make_parser(__doc__)
 parser.add_argument("--count", type=int, help="exit after this many messages")
 parser.add_argument("--prefetch", type=int, default=100,
                     help="how many unacknowledged messages the broker may send ahead")
+parser.add_argument("--header", metavar="KEY=VALUE", dest="headers", type=common.header, action="append",
+                    default=[], help="with --exchange-type headers: bind for messages that have this"
+                                     " header (repeatable; the value is compared as a string)")
+parser.add_argument("--x-match", choices=["all", "any"], default="all",
+                    help="with --exchange-type headers: a message needs all the --header pairs, or any one")
 parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
                     help="exit when the connection is lost instead of reconnecting")
 
@@ -28,6 +33,11 @@ parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
 @common.script(parser)
 @defer.inlineCallbacks
 def main(reactor, args):
+    if args.headers and args.exchange_type != "headers":
+        raise common.UsageError("--header binds only with --exchange-type headers")
+    if args.exchange_type == "headers" and not args.headers:
+        raise common.UsageError("--exchange-type headers needs a --header KEY=VALUE to bind with"
+                                " (without one, every message matches)")
     spec = common.load_spec(args.spec)
     service = common.AMQPService(reactor, spec, args, reconnect=args.reconnect)
     conn = chan = None

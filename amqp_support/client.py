@@ -36,7 +36,8 @@ from txamqp.connection import Body, Frame, Header, Heartbeat, Method
 from txamqp.content import Content
 from txamqp.message import Message
 
-from amqp_support.codec import FRAME_END, FRAME_HEADER, PAYLOADS, FrameError, pack_frame, unpack_payload
+from amqp_support.codec import (FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, FrameError, pack_frame,
+                                unpack_payload)
 
 
 class ProtocolRefused(Exception):
@@ -111,7 +112,8 @@ class AMQChannel(protocol.AMQChannel):
 
     def write_content(self, klass, content, frames):
         # txamqp's, into a list (or its outgoing queue); the body as one
-        # frame when it fits, and b"" for no body.
+        # frame when it fits, and b"" for no body. A larger body is cut
+        # into views of it, not copies: a body may be hundreds of MiB.
         if isinstance(frames, list) and not content.children:
             body = content.body
             frames.append(Frame(self.id, Header(klass, 0, len(body), **content.properties)))
@@ -120,7 +122,8 @@ class AMQChannel(protocol.AMQChannel):
                 if body:
                     frames.append(Frame(self.id, Body(body)))
             else:
-                frames.extend(Frame(self.id, Body(body[i:i + chunk])) for i in range(0, len(body), chunk))
+                view = memoryview(body)
+                frames.extend(Frame(self.id, Body(view[i:i + chunk])) for i in range(0, len(body), chunk))
         else:
             super().write_content(klass, content, frames)
 
@@ -154,6 +157,7 @@ EXTENSIONS = {
 
 
 FRAME_MAX = 131072  # the largest frame we take: RabbitMQ's default
+FRAME_END_BYTE = bytes([FRAME_END])
 
 
 class Delegate(client.TwistedDelegate):
@@ -255,7 +259,18 @@ class AMQClient(protocol.AMQClient):
         if self.heartbeatInterval > 0 and frames[0].payload.type != Frame.HEARTBEAT:
             self.reschedule_send_heartbeat()
         try:
-            data = b"".join([pack_frame(frame.channel, frame.payload) for frame in frames])
+            pieces = []
+            for frame in frames:
+                payload = frame.payload
+                if type(payload) is Body and len(payload.content) > 4096:
+                    # A frame of a large body: its bytes as they are, copied
+                    # only once, by the join below (Twisted writes only bytes).
+                    size = len(payload.content)
+                    pieces += (FRAME_HEADER.pack(PAYLOAD_TYPES[Body], frame.channel, size),
+                               payload.content, FRAME_END_BYTE)
+                else:
+                    pieces.append(pack_frame(frame.channel, payload))
+            data = b"".join(pieces)
         except Exception as e:
             self.fail(e)
         else:

@@ -12,15 +12,20 @@ The broker tells a publisher that it has taken a message in one of two ways:
   tx.commit once it has taken every message published since the last
   commit. The publisher commits every `window` messages.
 
+Either way the bodies of the messages on their way are bounded too, by
+`window_bytes` (one message is always allowed, however big): a run of large
+messages holds a few MiB, not `window` of them. The publisher keeps every
+message until the broker has taken it, to send it again after a reconnect.
+
 Either way a message published with mandatory set that no queue takes comes
 back as basic.return, before its ack or the commit-ok.
 
     Publisher = Confirms if has_confirms(spec) else Transactions
-    publisher = yield Publisher.start(chan, window=1000)
+    publisher = yield Publisher.start(chan, window=1000, window_bytes=4 << 20)
     yield publisher.publish(exchange=..., routing_key=..., mandatory=True, content=...)
     sent = yield publisher.finish()  # raises Failed if a message was not taken
 
-After a lost connection, Publisher.start(new_chan, 1000, previous=publisher)
+After a lost connection, Publisher.start(new_chan, ..., previous=publisher)
 first sends again every message the broker had not yet taken.
 
 The delegate (amqp_support.client) hands basic.ack, basic.nack and
@@ -41,12 +46,19 @@ def has_confirms(spec):
     return "confirm" in spec.classes.byname
 
 
+def body_size(fields):
+    """The bytes of a message's body (the fields of its basic.publish)."""
+    content = fields.get("content")
+    return 0 if content is None else len(content.body)
+
+
 class Publisher:
     """What both ways share: publish, count what the broker returns, finish."""
 
-    def __init__(self, chan, window, previous=None):
+    def __init__(self, chan, window, window_bytes, previous=None):
         self.chan = chan
         self.window = window
+        self.window_bytes = window_bytes
         # What the broker said of the messages before a reconnect still counts.
         self.published = previous.published - len(previous.unsettled()) if previous else 0
         self.returns = previous.returns if previous else []  # (code, text, exchange, key) each
@@ -55,11 +67,11 @@ class Publisher:
 
     @classmethod
     @defer.inlineCallbacks
-    def start(cls, chan, window, previous=None):
+    def start(cls, chan, window, window_bytes, previous=None):
         """Put the channel in the mode (confirm or tx) and return a publisher;
         after a reconnect, send again what the previous one had not settled."""
         yield cls.select(chan)
-        publisher = cls(chan, window, previous)
+        publisher = cls(chan, window, window_bytes, previous)
         for fields in previous.unsettled() if previous else []:
             yield publisher.publish(**fields)
         return publisher
@@ -93,8 +105,9 @@ class Publisher:
     def progress(self):
         """What the broker has taken so far, for a message that ends the run."""
         unsettled = len(self.unsettled())
-        return ("the broker had taken %d message(s); %d more were sent but not confirmed"
-                % (self.published - unsettled - self.nacked, unsettled))
+        refused = " and refused %d" % self.nacked if self.nacked else ""
+        return ("the broker had taken %d message(s)%s; %d more were sent but not confirmed"
+                % (self.published - unsettled - self.nacked, refused, unsettled))
 
     def check(self):
         """The number of messages published, or Failed naming those not taken."""
@@ -105,26 +118,29 @@ class Publisher:
                             " bound to exchange %r with routing key %r)"
                             % (len(self.returns), self.published, code, text, exchange, key))
         if self.nacked:
-            problems.append("the broker did not accept %d of %d message(s) (basic.nack; is a queue"
-                            " full, with overflow reject-publish?)" % (self.nacked, self.published))
+            problems.append("%d of %d message(s) were refused by the broker (basic.nack; is a"
+                            " queue full, with overflow reject-publish?)" % (self.nacked, self.published))
         if problems:
             raise Failed("; ".join(problems))
         return self.published
 
 
 class Transactions(Publisher):
-    """tx.select, and tx.commit every `window` messages and at the end."""
+    """tx.select, and tx.commit every `window` messages (or `window_bytes`
+    of bodies) and at the end."""
 
     @staticmethod
     def select(chan):
         return chan.tx_select()
 
-    def __init__(self, chan, window, previous=None):
+    def __init__(self, chan, window, window_bytes, previous=None):
         self.transaction = []  # the messages published since the last commit
-        super().__init__(chan, window, previous)
+        self.transaction_bytes = 0  # the size of their bodies
+        super().__init__(chan, window, window_bytes, previous)
 
     def publish(self, **fields):
         self.transaction.append(fields)
+        self.transaction_bytes += body_size(fields)
         return super().publish(**fields)
 
     def unsettled(self):
@@ -134,11 +150,12 @@ class Transactions(Publisher):
     def commit(self):
         yield self.chan.tx_commit()
         self.transaction = []
+        self.transaction_bytes = 0
 
     def room(self):
         # Wait for the commit of each full transaction: at most one
         # transaction of messages is on its way.
-        if len(self.transaction) >= self.window:
+        if len(self.transaction) >= self.window or self.transaction_bytes >= self.window_bytes:
             return self.commit()
         return None
 
@@ -149,63 +166,70 @@ class Transactions(Publisher):
 
 
 class Confirms(Publisher):
-    """confirm.select, at most `window` messages unconfirmed, all confirmed at the end."""
+    """confirm.select, at most `window` messages and `window_bytes` of bodies
+    unconfirmed (but always one message), all confirmed at the end."""
 
     @staticmethod
     def select(chan):
         return chan.confirm_select()
 
-    def __init__(self, chan, window, previous=None):
+    def __init__(self, chan, window, window_bytes, previous=None):
         self.unconfirmed = OrderedDict()  # delivery tag: the message's fields, oldest first
+        self.unconfirmed_bytes = 0  # the size of their bodies
         self.tags = 0
-        self.waiting = None  # (Deferred, fire when fewer than this many are unconfirmed)
+        self.waiting = None  # (Deferred, fire when below these (messages, bytes) unconfirmed)
         self.failure = None
-        super().__init__(chan, window, previous)
+        super().__init__(chan, window, window_bytes, previous)
 
     def publish(self, **fields):
         # The broker numbers every message published on the channel since
         # confirm.select, from 1: that number is its delivery tag.
         self.tags += 1
         self.unconfirmed[self.tags] = fields
+        self.unconfirmed_bytes += body_size(fields)
         return super().publish(**fields)
 
     def unsettled(self):
         return list(self.unconfirmed.values())
 
     def room(self):
-        return self.fewer_than(self.window)
+        return self.fewer_than(self.window, self.window_bytes)
 
     def finish(self):
-        return self.fewer_than(1).addCallback(lambda _: self.check())
+        return self.fewer_than(1, 1).addCallback(lambda _: self.check())
 
     def settle(self, tag, multiple, accepted):
         """basic.ack (accepted) or basic.nack of one message, or of every one up to tag."""
         settled = 0
         if multiple:
             while self.unconfirmed and next(iter(self.unconfirmed)) <= tag:
-                self.unconfirmed.popitem(last=False)
+                self.unconfirmed_bytes -= body_size(self.unconfirmed.popitem(last=False)[1])
                 settled += 1
         elif tag in self.unconfirmed:
-            del self.unconfirmed[tag]
+            self.unconfirmed_bytes -= body_size(self.unconfirmed.pop(tag))
             settled = 1
         if not settled:
             raise UnexpectedMethod("the broker confirmed delivery tag %d, which was not"
                                    " waiting for a confirm" % tag)
         if not accepted:
             self.nacked += settled
-        if self.waiting is not None and len(self.unconfirmed) < self.waiting[1]:
+        if self.waiting is not None and self.below(*self.waiting[1:]):
             d, self.waiting = self.waiting[0], None
             d.callback(None)
 
-    def fewer_than(self, n):
-        """A Deferred that fires once fewer than n messages are unconfirmed."""
+    def below(self, messages, size):
+        return len(self.unconfirmed) < messages and self.unconfirmed_bytes < size
+
+    def fewer_than(self, messages, size):
+        """A Deferred that fires once fewer than `messages` messages, and fewer
+        than `size` bytes of bodies, are unconfirmed."""
         if self.failure is not None:
             return defer.fail(self.failure)
-        if len(self.unconfirmed) < n:
+        if self.below(messages, size):
             return defer.succeed(None)
         assert self.waiting is None, "one wait at a time"
         d = defer.Deferred(lambda d: setattr(self, "waiting", None))  # Ctrl-C cancels it
-        self.waiting = (d, n)
+        self.waiting = (d, messages, size)
         return d
 
     def channel_closed(self, reason):

@@ -11,6 +11,7 @@ import time
 import pytest
 from twisted.internet import defer
 from txamqp.client import Closed
+from txamqp.content import Content
 
 import helpers
 from amqp_support import publish
@@ -55,7 +56,8 @@ def full_queue(broker, names):
 def test_nacked_messages_are_reported(broker, full_queue):
     sent = run_script("producer.py", "amqp0-9-1.xml", "1", "2", "3", "4", "5", *full_queue.args,
                       url=broker.url)
-    fails(sent, 1, "the broker did not accept 3 of 5 message(s) (basic.nack")
+    line = fails(sent, 1, "3 of 5 message(s) were refused by the broker (basic.nack")
+    assert "not confirmed" not in line
     assert helpers.get_all(broker.url, full_queue.queue) == [b"1", b"2"]
 
 
@@ -105,14 +107,20 @@ class RecordingChannel:
 
     def __init__(self):
         self.published = []
+        self.log = []  # "publish" and "commit", in order
 
     def basic_publish(self, **fields):
         self.published.append(fields)
+        self.log.append("publish")
+        return defer.succeed(None)
+
+    def tx_commit(self):
+        self.log.append("commit")
         return defer.succeed(None)
 
 
-def confirms(window):
-    return publish.Confirms(RecordingChannel(), window)
+def confirms(window, window_bytes=1 << 20):
+    return publish.Confirms(RecordingChannel(), window, window_bytes)
 
 
 def fired(d):
@@ -147,11 +155,50 @@ def test_nacks_count_each_message_once():
     p.settle(2, multiple=False, accepted=False)
     p.settle(3, multiple=True, accepted=False)  # 1 and 3, not 2 again
     p.settle(6, multiple=True, accepted=True)
-    with pytest.raises(Failed, match=r"did not accept 3 of 6 message"):
+    with pytest.raises(Failed, match=r"3 of 6 message\(s\) were refused by the broker"):
         p.check()
     done = p.finish()
     assert done.called and isinstance(done.result.value, Failed)
     done.addErrback(lambda _: None)
+
+
+def test_progress_tells_refused_messages_apart():
+    p = confirms(window=10)
+    for i in range(4):
+        p.publish(body=i)
+    p.settle(1, multiple=False, accepted=False)
+    p.settle(2, multiple=False, accepted=True)
+    assert p.progress() == ("the broker had taken 1 message(s) and refused 1;"
+                            " 2 more were sent but not confirmed")
+
+
+def test_bytes_unconfirmed_are_bounded_too():
+    # Room for 1000 messages but 10 bytes: the third 4-byte message waits.
+    p = confirms(window=1000, window_bytes=10)
+    assert fired(p.publish(content=Content(b"1234"))) and fired(p.publish(content=Content(b"5678")))
+    waiting = p.publish(content=Content(b"9abc"))
+    assert not fired(waiting)
+    p.settle(2, multiple=True, accepted=True)  # 4 bytes left
+    assert fired(waiting)
+    assert fired(p.publish(content=Content(b"de")))  # 6 bytes
+
+
+def test_a_message_larger_than_the_byte_window_goes_alone():
+    p = confirms(window=1000, window_bytes=10)
+    waiting = p.publish(content=Content(b"x" * 100))
+    assert len(p.chan.published) == 1  # sent, however big
+    assert not fired(waiting)  # and nothing more until it is confirmed
+    p.settle(1, multiple=False, accepted=True)
+    assert fired(waiting)
+
+
+def test_transactions_commit_every_window_bytes():
+    p = publish.Transactions(RecordingChannel(), 1000, window_bytes=10)
+    for body in (b"1234", b"5678", b"9abc", b"d"):
+        p.publish(content=Content(body))
+    assert p.chan.log == ["publish"] * 3 + ["commit", "publish"]
+    assert p.finish().result == 4
+    assert p.chan.log[-1] == "commit"
 
 
 def test_a_confirm_for_no_waiting_message_is_an_error():
