@@ -61,6 +61,14 @@ def shortstr(text):
     return text
 
 
+def header(text):
+    """A --header KEY=VALUE: the header's name (at most 255 bytes) and its value, a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError("%r is not KEY=VALUE" % text)
+    return shortstr(key), value
+
+
 def broker_url(text):
     try:
         return BrokerURL(text)
@@ -185,6 +193,17 @@ def queue_arguments(args):
     return {"x-queue-type": "quorum"} if args.queue_type == "quorum" else {}
 
 
+def binding(args):
+    """queue.bind's routing key and arguments, by exchange type."""
+    if args.exchange_type == "fanout":
+        return {"routing_key": ""}  # a fanout exchange ignores keys: one binding is enough
+    if args.exchange_type == "headers":
+        # A headers exchange ignores keys too: it compares the message's
+        # headers with the binding's arguments, all of them or any one.
+        return {"routing_key": "", "arguments": {"x-match": args.x_match, **dict(args.headers)}}
+    return {"routing_key": args.routing_key}  # direct: that very key; topic: a pattern
+
+
 def hints(args):
     # With --verbose the traceback is shown already.
     return {k: v for k, v in HINTS.items() if not (args.verbose and k == "unexpected")}
@@ -264,3 +283,13 @@ def printable(body):
     """A message body as one line of text that is safe to print to a terminal:
     UTF-8 decoded, invalid bytes shown as \\xNN, control characters escaped."""
     return body.decode("utf-8", "backslashreplace").translate(ESCAPES)
+
+
+def report_undecodable_properties(prog, msg):
+    """One line on stderr for a message whose properties (its headers table,
+    say) could not be decoded, so that one is not lost without a word. Its
+    body was printed all the same, and it is acked like any other."""
+    problem = getattr(msg.content, "property_error", None)
+    if problem:
+        print("%s: warning: message with delivery tag %d: cannot decode its properties (%s);"
+              " printed and acked anyway" % (prog, msg.delivery_tag, problem), file=sys.stderr, flush=True)

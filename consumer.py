@@ -21,6 +21,11 @@ parser = common.make_parser(__doc__)
 parser.add_argument("--count", type=int, help="exit after this many messages")
 parser.add_argument("--prefetch", type=int, default=100,
                     help="how many unacknowledged messages the broker may send ahead")
+parser.add_argument("--header", metavar="KEY=VALUE", dest="headers", type=common.header, action="append",
+                    default=[], help="with --exchange-type headers: bind for messages that have this"
+                                     " header (repeatable; the value is compared as a string)")
+parser.add_argument("--x-match", choices=["all", "any"], default="all",
+                    help="with --exchange-type headers: a message needs all the --header pairs, or any one")
 parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
                     help="exit when the connection is lost instead of reconnecting")
 
@@ -28,6 +33,11 @@ parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
 @common.script(parser)
 @defer.inlineCallbacks
 def main(reactor, args):
+    if args.headers and args.exchange_type != "headers":
+        parser.error("--header binds only with --exchange-type headers")
+    if args.exchange_type == "headers" and not args.headers:
+        parser.error("--exchange-type headers needs a --header KEY=VALUE to bind with"
+                     " (without one, every message matches)")
     spec = common.load_spec(args.spec)
     printed = 0
 
@@ -51,7 +61,7 @@ def main(reactor, args):
             yield chan.exchange_declare(exchange=args.exchange, type=args.exchange_type, durable=True)
         yield chan.queue_declare(queue=args.queue, durable=True, arguments=common.queue_arguments(args))
         if args.exchange:
-            yield chan.queue_bind(queue=args.queue, exchange=args.exchange, routing_key=args.routing_key)
+            yield chan.queue_bind(queue=args.queue, exchange=args.exchange, **common.binding(args))
 
         # At most --prefetch messages unacknowledged: the broker waits for our acks.
         yield chan.basic_qos(prefetch_count=args.prefetch)
@@ -66,8 +76,10 @@ def main(reactor, args):
                 break
             print("Received: %s from channel #%d" % (common.printable(msg.content.body), chan.id),
                   flush=True)
+            common.report_undecodable_properties(parser.prog, msg)
             # Acknowledge once printed: a message that was not printed stays
-            # in the queue, and the broker delivers it again.
+            # in the queue, and the broker delivers it again. (Also one whose
+            # properties could not be decoded: its body is all we need.)
             chan.basic_ack(delivery_tag=msg.delivery_tag)
             printed += 1
 

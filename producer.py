@@ -18,11 +18,15 @@ import common
 from amqp_support.publish import Outbox, has_confirms
 
 WINDOW = 1000  # messages on their way at most: unconfirmed, or in one transaction
+WINDOW_BYTES = 4 << 20  # and at most 4 MiB of their bodies (but always one message)
 
 parser = common.make_parser(__doc__)
 parser.add_argument("messages", metavar="MESSAGE", nargs="*",
                     help='a message to send; "-" sends each line of stdin as a message')
 parser.add_argument("--count", type=int, default=1, help="send each message this many times")
+parser.add_argument("--header", metavar="KEY=VALUE", dest="headers", type=common.header, action="append",
+                    default=[], help="set this header on every message (repeatable); the value is sent"
+                                     " as a string, so a consumer's --header must give it as the same string")
 parser.add_argument("--transient", action="store_true",
                     help="do not ask the broker to write the messages to disk")
 parser.add_argument("--retry", action="store_true",
@@ -34,12 +38,26 @@ def bodies(args):
     """Each message as bytes, exactly as given, --count times."""
     for message in args.messages:
         if message == "-":
-            lines = (line.rstrip(b"\n") for line in sys.stdin.buffer)
+            lines = map(without_newline, sys.stdin.buffer)
         else:
             lines = [os.fsencode(message)]  # the bytes the shell passed
         for body in lines:
             for _ in range(args.count):
                 yield body
+
+
+def without_newline(line):
+    # A view of the line, not a copy of it: a line may be hundreds of MiB.
+    return memoryview(line)[:-1] if line.endswith(b"\n") else line
+
+
+def producer_binds(args):
+    """Whether the producer binds the queue too. A direct exchange routes by the
+    very key the producer publishes with (a fanout by none): binding it is what
+    the consumer does as well, and a message sent before any consumer ran waits
+    in the queue. A topic or headers binding is the consumer's pattern or
+    header match, which the producer does not know: it binds nothing."""
+    return args.exchange_type in ("direct", "fanout")
 
 
 @defer.inlineCallbacks
@@ -59,8 +77,8 @@ def send(conn, args, outbox):
     if args.exchange:
         yield chan.exchange_declare(exchange=args.exchange, type=args.exchange_type, durable=True)
     yield chan.queue_declare(queue=args.queue, durable=True, arguments=common.queue_arguments(args))
-    if args.exchange:
-        yield chan.queue_bind(queue=args.queue, exchange=args.exchange, routing_key=args.routing_key)
+    if args.exchange and producer_binds(args):
+        yield chan.queue_bind(queue=args.queue, exchange=args.exchange, **common.binding(args))
 
     if outbox.confirms:
         # Publisher confirms (RabbitMQ's 0-9-1 extension): the broker answers
@@ -77,10 +95,10 @@ def send(conn, args, outbox):
         # instead of being dropped without a word.
         chan.basic_publish(exchange=args.exchange, routing_key=args.routing_key,
                            mandatory=True, content=content)
-        if not outbox.confirms and len(outbox.unsettled) >= WINDOW:
+        if not outbox.confirms and outbox.full():
             yield chan.tx_commit()
             outbox.committed()
-        yield outbox.wait_for_room(WINDOW)
+        yield outbox.wait_for_room()
     if not outbox.confirms:
         yield chan.tx_commit()
         outbox.committed()
@@ -101,9 +119,11 @@ def main(reactor, args):
     if not args.messages:
         parser.error('no message given: give a MESSAGE, or "-" to read stdin')
     # A persistent message is written to disk, so it survives a broker restart.
-    delivery_mode = common.NON_PERSISTENT if args.transient else common.PERSISTENT
-    contents = (Content(body, properties={"delivery-mode": delivery_mode}) for body in bodies(args))
-    outbox = Outbox(contents, confirms=has_confirms(spec))
+    properties = {"delivery-mode": common.NON_PERSISTENT if args.transient else common.PERSISTENT}
+    if args.headers:
+        properties["headers"] = dict(args.headers)
+    contents = (Content(body, properties=properties) for body in bodies(args))
+    outbox = Outbox(contents, confirms=has_confirms(spec), window=WINDOW, window_bytes=WINDOW_BYTES)
     service = common.service(reactor, spec, args, reconnect=args.retry)
     # send() on a connection; with --retry on the next one when it fails.
     sent = yield service.run(lambda conn: send(conn, args, outbox), note=outbox.progress)

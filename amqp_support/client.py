@@ -61,7 +61,7 @@ from txamqp.content import Content
 from txamqp.message import Message
 
 from amqp_support import status
-from amqp_support.codec import FRAME_END, FRAME_HEADER, PAYLOADS, pack_frame, unpack_payload
+from amqp_support.codec import FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, pack_frame, unpack_payload
 from amqp_support.errors import (ConsumerCancelled, FrameError, HeartbeatMissed, LoginRefused,
                                  ProtocolRefused, UnexpectedMethod, UnsupportedTxamqp)
 
@@ -155,7 +155,8 @@ class AMQChannel(protocol.AMQChannel):
 
     def content_frames(self, klass, content, frames):
         """The content header and body frames of a message, onto frames:
-        the body in as few frames as the agreed frame size allows."""
+        the body in as few frames as the agreed frame size allows, each a
+        view of the body, not a copy (a body may be hundreds of MiB)."""
         if content.children:
             raise ValueError("txamqp contents with child contents are not supported")
         body = content.body
@@ -163,7 +164,11 @@ class AMQChannel(protocol.AMQChannel):
             body = body.encode("utf-8")  # sized in bytes, not characters
         frames.append(Frame(self.id, Header(klass, 0, len(body), **content.properties)))
         chunk = self.client.MAX_LENGTH - 8
-        frames.extend(Frame(self.id, Body(body[i:i + chunk])) for i in range(0, len(body), chunk))
+        if len(body) <= chunk:
+            frames.extend([Frame(self.id, Body(body))] if body else [])
+        else:
+            view = memoryview(body)
+            frames.extend(Frame(self.id, Body(view[i:i + chunk])) for i in range(0, len(body), chunk))
 
     @defer.inlineCallbacks
     def response(self, method):
@@ -198,6 +203,7 @@ EXTENSIONS = {
 
 
 FRAME_MAX = 131072  # the largest frame we take: RabbitMQ's default
+FRAME_END_BYTE = bytes([FRAME_END])
 
 
 class Delegate(client.TwistedDelegate):
@@ -323,7 +329,18 @@ class AMQClient(protocol.AMQClient):
         if self.heartbeatInterval > 0 and frames[0].payload.type != Frame.HEARTBEAT:
             self.reschedule_send_heartbeat()
         try:
-            data = b"".join([pack_frame(frame.channel, frame.payload) for frame in frames])
+            pieces = []
+            for frame in frames:
+                payload = frame.payload
+                if type(payload) is Body and len(payload.content) > 4096:
+                    # A frame of a large body: its bytes as they are, copied
+                    # only once, by the join below (Twisted writes only bytes).
+                    size = len(payload.content)
+                    pieces += (FRAME_HEADER.pack(PAYLOAD_TYPES[Body], frame.channel, size),
+                               payload.content, FRAME_END_BYTE)
+                else:
+                    pieces.append(pack_frame(frame.channel, payload))
+            data = b"".join(pieces)
         except Exception as e:
             self.fail(e)
         else:
@@ -412,6 +429,9 @@ class AMQClient(protocol.AMQClient):
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         method = incoming.method
         content = Content(body, [], dict(incoming.header.properties))
+        # None, or what in the properties could not be decoded (they hold
+        # the rest): the message is delivered all the same.
+        content.property_error = getattr(incoming.header, "property_error", None)
         self.deliver(ch, Message(method.method, method.args, content))
 
     def deliver(self, ch, msg):

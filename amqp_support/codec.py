@@ -4,10 +4,11 @@ txamqp's own codec sizes a str in characters but writes it in UTF-8 bytes,
 decodes any UTF-8 body frame to str, and knows only four field-table types.
 The functions here encode and decode the same payload objects txamqp uses
 (txamqp.connection.Method, Header, Body, Heartbeat) with a codec that keeps
-bytes as bytes and knows every field-table type RabbitMQ sends.
+bytes as bytes and reads every field-table type of AMQP 0-9-1 and RabbitMQ.
 """
 
 import struct
+from decimal import Decimal
 from io import BytesIO
 
 from txamqp import codec
@@ -24,16 +25,11 @@ PAYLOAD_TYPES = {Method: 1, Header: 2, Body: 3, Heartbeat: 8}
 class Codec(codec.Codec):
     """txamqp's Codec, with strings sized in bytes and full field tables."""
 
-    MAX_DEPTH = 64  # tables and arrays in tables: deeper is an attack, not data
-    depth = 0
-
-    def nested(self, data):
-        """A codec for a table or array inside this one."""
-        if self.depth >= self.MAX_DEPTH:
-            raise FrameError("field tables nested more than %d deep" % self.MAX_DEPTH)
-        inner = Codec(BytesIO(data))
-        inner.depth = self.depth + 1
-        return inner
+    def read(self, n):
+        data = super().read(n)
+        if len(data) < n:  # txamqp's returns what is there
+            raise codec.EOF()
+        return data
 
     def enc_str(self, fmt, s):
         if isinstance(s, str):
@@ -41,85 +37,163 @@ class Codec(codec.Codec):
         self.enc_bytes(fmt, s)
 
     def encode_table(self, table):
-        buf = BytesIO()
-        inner = Codec(buf)
-        for key, value in table.items():
-            inner.encode_shortstr(key)
-            inner.encode_field_value(value)
-        self.enc_bytes("!L", buf.getvalue())
-
-    def encode_field_value(self, value):
-        if isinstance(value, bool):
-            self.write(b"t")
-            self.encode_octet(int(value))
-        elif isinstance(value, int):
-            if -(2**31) <= value < 2**31:
-                self.write(b"I")
-                self.pack("!i", value)
-            else:
-                self.write(b"l")
-                self.pack("!q", value)
-        elif isinstance(value, float):
-            self.write(b"d")
-            self.pack("!d", value)
-        elif isinstance(value, (str, bytes)):
-            self.write(b"S")
-            self.enc_str("!L", value)
-        elif isinstance(value, dict):
-            self.write(b"F")
-            self.encode_table(value)
-        elif isinstance(value, (list, tuple)):
-            buf = BytesIO()
-            inner = Codec(buf)
-            for item in value:
-                inner.encode_field_value(item)
-            self.write(b"A")
-            self.enc_bytes("!L", buf.getvalue())
-        elif value is None:
-            self.write(b"V")
-        else:
-            raise TypeError("cannot put %r in an AMQP field table" % (value,))
+        out = bytearray()
+        encode_field_table(table, out)
+        self.write(bytes(out))
 
     def decode_table(self):
-        data = self.dec_bytes("!L")
-        inner = self.nested(data)
-        table = {}
-        while inner.nread < len(data):
-            key = inner.decode_shortstr()
-            table[key] = inner.decode_field_value()
-        return table
+        size = self.unpack("!L")
+        data = self.read(size)
+        if len(data) < size:
+            raise codec.EOF()
+        return decode_fields(data, 0, size, {})
 
-    # The field types of AMQP 0-9-1 as RabbitMQ sends them (its errata).
-    FIELD_FORMATS = {
-        b"b": "!b", b"B": "!B", b"s": "!h", b"u": "!H", b"I": "!i", b"i": "!I",
-        b"l": "!q", b"f": "!f", b"d": "!d", b"T": "!Q",
-    }
 
-    def decode_field_value(self):
-        kind = self.read(1)
-        if kind in self.FIELD_FORMATS:
-            return self.unpack(self.FIELD_FORMATS[kind])
-        if kind == b"t":
-            return self.decode_octet() != 0
-        if kind == b"S":
-            return self.dec_str("!L")
-        if kind == b"x":
-            return self.dec_bytes("!L")
-        if kind == b"F":
-            return self.decode_table()
-        if kind == b"A":
-            data = self.dec_bytes("!L")
-            inner = self.nested(data)
-            items = []
-            while inner.nread < len(data):
-                items.append(inner.decode_field_value())
-            return items
-        if kind == b"D":
-            places, digits = self.unpack("!Bi")
-            return digits / 10**places
-        if kind == b"V":
-            return None
-        raise FrameError("unknown field table type %r" % (kind,))
+# Field tables. Each value is a type letter and its bytes. AMQP 0-9-1's
+# specification and RabbitMQ's errata give two lists of letters, and clients
+# write letters from both, so every letter of either list is read (brokers
+# pass headers on as they were published). Where the lists disagree, the
+# letter means what RabbitMQ and the common clients (pika, py-amqp, amqplib)
+# make of it: 's' is a signed 16-bit integer (a short string in the
+# specification, which nobody writes in tables) and 'l' a signed 64-bit
+# integer (unsigned in the specification); 'L' (signed 64-bit, from the
+# specification) is what py-amqp writes for large integers, 'U' (signed
+# 16-bit) is the specification's, and 'x' (bytes) RabbitMQ's.
+FIELD_NUMBERS = {ord(letter): struct.Struct(fmt) for letter, fmt in {
+    "b": "!b", "B": "!B", "U": "!h", "u": "!H", "s": "!h", "I": "!i", "i": "!I",
+    "L": "!q", "l": "!q", "f": "!f", "d": "!d", "T": "!Q",  # T: seconds since 1970, UTC
+}.items()}
+LONG = struct.Struct("!I")
+DECIMAL = struct.Struct("!Bi")  # places, then the digits as a signed 32-bit integer
+LONG_STRING, BYTES, TABLE, ARRAY, BOOLEAN, DECIMAL_NUMBER, VOID = b"SxFAtDV"
+
+
+def text_or_bytes(data):
+    """Strings as txamqp gives them: str when they are UTF-8, else bytes."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return data
+
+
+def decode_fields(data, pos, end, container):
+    """Fill container (a dict for a field table, a list for an array) with the
+    values in data[pos:end]. Iterative, not recursive: a table may nest as deep
+    as its frame has room for, and RabbitMQ delivers such tables."""
+    root = container
+    stack = [(container, end)]
+    try:
+        while stack:
+            container, end = stack[-1]
+            if pos >= end:
+                if pos > end:
+                    raise FrameError("a value in a field table runs past the end of its table")
+                stack.pop()
+                continue
+            if type(container) is dict:
+                key_end = pos + 1 + data[pos]
+                key = text_or_bytes(data[pos + 1:key_end])
+                pos = key_end
+            kind = data[pos]
+            pos += 1
+            number = FIELD_NUMBERS.get(kind)
+            if number is not None:
+                value = number.unpack_from(data, pos)[0]
+                pos += number.size
+            elif kind == LONG_STRING or kind == BYTES:
+                size = LONG.unpack_from(data, pos)[0]
+                value = data[pos + 4:pos + 4 + size]
+                pos += 4 + size
+                if kind == LONG_STRING:
+                    value = text_or_bytes(value)
+            elif kind == TABLE or kind == ARRAY:
+                size = LONG.unpack_from(data, pos)[0]
+                pos += 4
+                if pos + size > end:
+                    raise FrameError("a field table or array inside a table is longer than that table")
+                value = {} if kind == TABLE else []
+                stack.append((value, pos + size))
+            elif kind == BOOLEAN:
+                value = data[pos] != 0
+                pos += 1
+            elif kind == DECIMAL_NUMBER:
+                places, digits = DECIMAL.unpack_from(data, pos)
+                value = Decimal(digits).scaleb(-places)
+                pos += DECIMAL.size
+            elif kind == VOID:
+                value = None
+            else:
+                raise FrameError("unknown field table type %r" % chr(kind))
+            if pos > end:
+                raise FrameError("a value in a field table runs past the end of its table")
+            if type(container) is dict:
+                container[key] = value
+            else:
+                container.append(value)
+    except (IndexError, struct.error):
+        raise FrameError("a field table ends in the middle of a value") from None
+    return root
+
+
+def encode_field_table(table, out):
+    """Append the field table (a dict) to out (a bytearray): what
+    decode_fields reads back, nesting as deep as the value does."""
+    out += b"\0\0\0\0"
+    # Per table or array being written: its items, where its bytes start,
+    # and whether it is a table (items are name, value pairs).
+    stack = [(iter(table.items()), len(out), True)]
+    while stack:
+        items, start, is_table = stack[-1]
+        item = next(items, stack)  # the stack itself marks the end
+        if item is stack:
+            LONG.pack_into(out, start - 4, len(out) - start)
+            stack.pop()
+            continue
+        if is_table:
+            key, value = item
+            key = key.encode("utf-8") if isinstance(key, str) else key
+            if len(key) > 255:
+                raise ValueError("field table name longer than 255 bytes: %r" % key[:20])
+            out.append(len(key))
+            out += key
+        else:
+            value = item
+        if isinstance(value, dict):
+            out += b"F\0\0\0\0"
+            stack.append((iter(value.items()), len(out), True))
+        elif isinstance(value, (list, tuple)):
+            out += b"A\0\0\0\0"
+            stack.append((iter(value), len(out), False))
+        else:
+            encode_scalar(value, out)
+
+
+def encode_scalar(value, out):
+    if isinstance(value, bool):
+        out += b"t\1" if value else b"t\0"
+    elif isinstance(value, int):
+        if -(2**31) <= value < 2**31:
+            out += b"I" + FIELD_NUMBERS[ord("I")].pack(value)
+        else:
+            out += b"l" + FIELD_NUMBERS[ord("l")].pack(value)  # struct.error past 64 bits
+    elif isinstance(value, float):
+        out += b"d" + FIELD_NUMBERS[ord("d")].pack(value)
+    elif isinstance(value, Decimal):
+        sign, digits, exponent = value.as_tuple()
+        if not isinstance(exponent, int):
+            raise ValueError("cannot put %s in an AMQP field table" % value)
+        number = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+        if exponent > 0:  # 1E+3: no negative places in AMQP, so 1000 with none
+            number, exponent = number * 10**exponent, 0
+        out += b"D" + DECIMAL.pack(-exponent, number)  # struct.error if it does not fit
+    elif isinstance(value, (str, bytes)):
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        out += b"S" + LONG.pack(len(value)) + value
+    elif value is None:
+        out += b"V"
+    else:
+        raise TypeError("cannot put %r in an AMQP field table" % (value,))
 
 
 # A fast path for the frames of every message (basic.publish, basic.deliver,
@@ -325,18 +399,47 @@ def unpack_payload(spec, kind, data):
                            "method frame for an unknown method of class %s" % klass.name)
             what = "%s.%s method frame" % (klass.name, method.name)
             return Method(method, *[c.decode(f.type) for f in method.fields])
-        weight, size = c.decode_short(), c.decode_longlong()
+        header = Header(klass, c.decode_short(), c.decode_longlong())
+    except (codec.EOF, struct.error):
+        raise FrameError("%s shorter than its fields" % what) from None
+    # The body size is known: whatever the properties hold, the message can
+    # be delivered. What cannot be decoded is left out and said in
+    # header.property_error, for the consumer to report.
+    header.property_error = decode_properties(c, klass, header.properties)
+    return header
+
+
+def decode_properties(c, klass, properties):
+    """Read the property flags and the properties they announce into
+    properties; return None, or what could not be decoded."""
+    problems = []
+    name = "flags"
+    try:
         present = []
         while True:
+            # One bit per property, 15 to a 16-bit word, whose lowest bit
+            # says "another word follows".
             word = c.decode_short()
             present += [bool(word >> (15 - i) & 1) for i in range(15)]
             if not word & 1:
                 break
-        properties = {f.name: c.decode(f.type)
-                      for f, is_present in zip(klass.fields, present) if is_present}
-        return Header(klass, weight, size, **properties)
+        for field, is_present in zip(klass.fields, present):
+            if not is_present:
+                continue
+            name = field.name
+            if field.type == "table":
+                # Its size comes first: a table that cannot be decoded is
+                # skipped, and the properties after it are read.
+                data = c.dec_bytes("!L")
+                try:
+                    properties[name] = decode_fields(data, 0, len(data), {})
+                except FrameError as e:
+                    problems.append("%s: %s" % (name, e))
+            else:
+                properties[name] = c.decode(field.type)
     except (codec.EOF, struct.error):
-        raise FrameError("%s shorter than its fields" % what) from None
+        problems.append("the content header ends inside property %s" % name)
+    return "; ".join(problems) or None
 
 
 def fast_unpack(spec, kind, data):
@@ -356,7 +459,9 @@ def fast_unpack(spec, kind, data):
         if fields is None:
             return None
         values, _ = decode_simple([t for _, t in fields], data, HEADER_START.size)
-        return Header(klass, weight, size, **{name: v for (name, _), v in zip(fields, values)})
+        header = Header(klass, weight, size, **{name: v for (name, _), v in zip(fields, values)})
+        header.property_error = None
+        return header
     except (KeyError, IndexError, struct.error, codec.EOF):
         return None
 

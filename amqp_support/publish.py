@@ -16,14 +16,19 @@ back as basic.return, before its ack or the commit-ok.
 
 An Outbox does the counting; the program makes the AMQP calls:
 
-    outbox = Outbox(contents, confirms=True)
+    outbox = Outbox(contents, confirms=True, window=1000, window_bytes=4 << 20)
     # on each new connection, once the channel is in confirm (or tx) mode:
     outbox.watch(chan)
     for content in outbox.messages():  # first what a lost connection left unconfirmed
         chan.basic_publish(exchange=..., routing_key=..., mandatory=True, content=content)
-        yield outbox.wait_for_room(1000)  # at most 1000 unconfirmed
+        yield outbox.wait_for_room()  # (with tx: if outbox.full(), commit first)
     yield outbox.wait_for_all()  # (with tx: yield chan.tx_commit(); outbox.committed())
     sent = outbox.sent()  # raises Failed if a message was returned or refused
+
+The window bounds what is on its way (unconfirmed, or in one transaction):
+at most `window` messages and `window_bytes` of their bodies, but always
+one message, however big: a run of large messages holds a few MiB, not
+`window` of them.
 
 The Outbox keeps each message until the broker has taken it; on the next
 connection messages() gives those first, so nothing is lost (a message may
@@ -54,12 +59,15 @@ class Outbox:
     # nothing would go out until the window fills).
     BREATHE = 200
 
-    def __init__(self, contents, confirms):
+    def __init__(self, contents, confirms, window, window_bytes):
         self.contents = iter(contents)
         self.confirms = confirms  # else transactions
+        self.window = window
+        self.window_bytes = window_bytes
         self.chan = None
         self.again = deque()  # sent on a connection that was lost, not taken: first on the next
         self.unsettled = OrderedDict()  # on this channel: delivery tag: content, oldest first
+        self.unsettled_bytes = 0  # the size of their bodies
         self.tags = 0
         self.taken = 0  # acked or committed
         self.refused = 0  # nacked
@@ -73,6 +81,7 @@ class Outbox:
         on it yet). What the previous channel left unsettled is sent first."""
         self.again = deque([*self.unsettled.values(), *self.again])
         self.unsettled.clear()
+        self.unsettled_bytes = 0
         self.tags = 0
         self.failure = None
         self.chan = chan
@@ -92,23 +101,32 @@ class Outbox:
             # confirm.select, from 1: that number is its delivery tag.
             self.tags += 1
             self.unsettled[self.tags] = content
+            self.unsettled_bytes += len(content.body)
             yield content
 
-    def wait_for_room(self, window):
-        """A Deferred that fires once fewer than `window` messages are unconfirmed."""
-        wait = self.fewer_than(window)
+    def full(self):
+        """Whether the window is full: time to commit, or to wait for confirms."""
+        return not self.below(self.window, self.window_bytes)
+
+    def below(self, messages, size):
+        return len(self.unsettled) < messages and self.unsettled_bytes < size
+
+    def wait_for_room(self):
+        """A Deferred that fires once the window has room (confirms came)."""
+        wait = self.wait_until_below(self.window, self.window_bytes)
         if self.tags % self.BREATHE:
             return wait
         return wait.addCallback(lambda _: task.deferLater(self.chan.client.clock, 0, lambda: None))
 
     def wait_for_all(self):
         """A Deferred that fires once the broker has answered every message."""
-        return self.fewer_than(1)
+        return self.wait_until_below(1, 1)
 
     def committed(self):
         """tx.commit-ok came: the broker has taken every message published since the last."""
         self.taken += len(self.unsettled)
         self.unsettled.clear()
+        self.unsettled_bytes = 0
 
     def settle(self, tag, multiple, accepted):
         """basic.ack (accepted) or basic.nack of one message, or of every one up to tag."""
@@ -116,10 +134,10 @@ class Outbox:
         if self.confirms:
             if multiple:
                 while self.unsettled and next(iter(self.unsettled)) <= tag:
-                    self.unsettled.popitem(last=False)
+                    self.unsettled_bytes -= len(self.unsettled.popitem(last=False)[1].body)
                     settled += 1
             elif tag in self.unsettled:
-                del self.unsettled[tag]
+                self.unsettled_bytes -= len(self.unsettled.pop(tag).body)
                 settled = 1
         if not settled:
             raise UnexpectedMethod("the broker confirmed delivery tag %d, which was not"
@@ -128,21 +146,23 @@ class Outbox:
             self.taken += settled
         else:
             self.refused += settled
-        if self.waiting is not None and len(self.unsettled) < self.waiting[1]:
+        if self.waiting is not None and self.below(*self.waiting[1:]):
             d, self.waiting = self.waiting[0], None
             d.callback(None)
 
     def returned(self, msg):
         self.returns.append((msg.reply_code, msg.reply_text, msg.exchange, msg.routing_key))
 
-    def fewer_than(self, n):
+    def wait_until_below(self, messages, size):
+        """A Deferred that fires once fewer than `messages` messages, and fewer
+        than `size` bytes of bodies, are unconfirmed."""
         if self.failure is not None:
             return defer.fail(self.failure)
-        if len(self.unsettled) < n:
+        if self.below(messages, size):
             return defer.succeed(None)
         assert self.waiting is None, "one wait at a time"
         d = defer.Deferred(lambda d: setattr(self, "waiting", None))  # Ctrl-C cancels it
-        self.waiting = (d, n)
+        self.waiting = (d, messages, size)
         return d
 
     def channel_closed(self, reason):
@@ -154,8 +174,9 @@ class Outbox:
 
     def progress(self):
         """What the broker has taken so far, for a message that ends the run."""
-        return ("the broker had taken %d message(s); %d more were sent but not confirmed"
-                % (self.taken, len(self.unsettled) + len(self.again)))
+        refused = " and refused %d" % self.refused if self.refused else ""
+        return ("the broker had taken %d message(s)%s; %d more were sent but not confirmed"
+                % (self.taken, refused, len(self.unsettled) + len(self.again)))
 
     def sent(self):
         """The number of messages the broker has answered, all of them taken;
@@ -168,8 +189,8 @@ class Outbox:
                             " bound to exchange %r with routing key %r)"
                             % (len(self.returns), total, code, text, exchange, key))
         if self.refused:
-            problems.append("the broker did not accept %d of %d message(s) (basic.nack; is a queue"
-                            " full, with overflow reject-publish?)" % (self.refused, total))
+            problems.append("%d of %d message(s) were refused by the broker (basic.nack; is a"
+                            " queue full, with overflow reject-publish?)" % (self.refused, total))
         if problems:
             raise Failed("; ".join(problems))
         return total

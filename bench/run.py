@@ -19,7 +19,9 @@ What is measured, per process:
   drains, and its first line marks the first message; msg/s from then to exit;
 - CPU: user + system seconds of the process (os.wait4), per message;
 - peak RSS: VmHWM from /proc, read every 20 ms (ru_maxrss would count the
-  bench's own memory, copied into the child before exec).
+  bench's own memory, copied into the child before exec); also with large
+  bodies (bench/large_bodies.py: one 100 MiB line, runs of 1 MiB lines), ours
+  and pika's in the same run.
 """
 
 import argparse
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import large_bodies
 from measure import (BODY_SIZE, EXCHANGE, HERE, KEY, PY, QUEUE, BenchError, QueueProbe, ours_consumer,
                      ours_producer, pika_consumer, pika_producer, run, write_bodies)
 from node import throwaway_node
@@ -189,7 +192,7 @@ def versions(node):
     return f"RabbitMQ {rabbit} (Erlang/OTP {otp}), Python {platform.python_version()}, {libs}"
 
 
-def report(args, clients, single, big, header):
+def report(args, clients, single, big, large, header):
     n = args.messages
     out = [
         "# Benchmark: producer.py and consumer.py against pika",
@@ -251,6 +254,12 @@ def report(args, clients, single, big, header):
             out.append(f"| {label} | {mib(medium.rss_mib)} | {mib(large.rss_mib)} "
                        f"| {args.medium / medium.seconds:,.0f} | {args.big / large.seconds:,.0f} |")
 
+    if large:
+        out += ["", "## Producer memory, large bodies", "",
+                "Peak RSS of one run each (bench/large_bodies.py), into a lazy queue; the same for the "
+                "smaller and the larger count of 1 MiB lines means the bytes in flight are bounded.", "",
+                *large_bodies.report(args, large)]
+
     out += ["", f"## One message, start to exit ({args.single} runs each, alternating)", "",
             "| process | ms, min | ms, median |", "| --- | ---: | ---: |"]
     for label, values in single.items():
@@ -282,12 +291,14 @@ def main():
                         help="messages for the larger producer memory run (0: skip the memory runs)")
     parser.add_argument("--big-pika", action="store_true", help="also run pika's publisher in the memory runs")
     parser.add_argument("--specs", nargs="+", default=["amqp0-8.xml", "amqp0-9-1.xml"])
+    large_bodies.add_arguments(parser)
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 3000 messages, 2 rounds, 3 one-message runs, no big run")
     parser.add_argument("--output", default=str(HERE / "results.md"), help='"" to write no file')
     args = parser.parse_args()
     if args.quick:
         args.messages, args.confirm_messages, args.rounds, args.single, args.big = 3000, 1000, 2, 3, 0
+        args.huge, args.one_mib = 0, []
     args.confirm_messages = min(args.confirm_messages, args.messages)
 
     started = datetime.datetime.now().astimezone()
@@ -307,6 +318,7 @@ def main():
             single = one_message(node.url, broker, args, args.specs)
             clients = throughput(node.url, broker, args, data, args.specs)
             big = memory(node.url, broker, args, node) if args.big else {}
+            large = large_bodies.measure(node.url, broker, node, args) if args.huge or args.one_mib else {}
             header = [
                 f"Run {started:%Y-%m-%d %H:%M %Z} with `python bench/run.py {' '.join(sys.argv[1:])}`".rstrip()
                 + f" in {(datetime.datetime.now().astimezone() - started).total_seconds():.0f} s.",
@@ -316,7 +328,7 @@ def main():
             ]
         finally:
             broker.close()
-    text = report(args, clients, single, big, header)
+    text = report(args, clients, single, big, large, header)
     print(text)
     if args.output:
         Path(args.output).write_text(text)

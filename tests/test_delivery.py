@@ -158,8 +158,10 @@ def test_count_and_several_messages(spec, broker, names):
 
 
 @pytest.mark.parametrize("spec", SPECS)
-@pytest.mark.parametrize("exchange_type", ["direct", "fanout", "topic", "headers"])
+@pytest.mark.parametrize("exchange_type", ["direct", "fanout"])
 def test_exchange_types(exchange_type, spec, broker, names):
+    # Publish first: the producer binds as the consumer does. Topic and
+    # headers, where only the consumer binds, are in test_routing.py.
     args = [*names.args, "--exchange-type", exchange_type]
     sent = run_script("producer.py", spec, "typed", *args, url=broker.url)
     assert sent.returncode == 0, sent.stderr

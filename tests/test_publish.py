@@ -9,8 +9,8 @@ import re
 import time
 
 import pytest
-from twisted.internet import defer
 from txamqp.client import Closed
+from txamqp.content import Content
 
 import helpers
 from amqp_support import publish
@@ -55,7 +55,8 @@ def full_queue(broker, names):
 def test_nacked_messages_are_reported(broker, full_queue):
     sent = run_script("producer.py", "amqp0-9-1.xml", "1", "2", "3", "4", "5", *full_queue.args,
                       url=broker.url)
-    fails(sent, 1, "the broker did not accept 3 of 5 message(s) (basic.nack")
+    line = fails(sent, 1, "3 of 5 message(s) were refused by the broker (basic.nack")
+    assert "not confirmed" not in line
     assert helpers.get_all(broker.url, full_queue.queue) == [b"1", b"2"]
 
 
@@ -110,18 +111,27 @@ class RecordingChannel:
         self.published.append(content)
 
 
-def confirms(window, contents):
-    """An Outbox watching a recording channel, and a publish(): take the next
-    message, publish it, wait for room."""
-    outbox = publish.Outbox(contents, confirms=True)
-    chan = RecordingChannel()
+def outbox_on(chan, contents, confirms=True, window=1000, window_bytes=1 << 20):
+    outbox = publish.Outbox(contents, confirms=confirms, window=window, window_bytes=window_bytes)
     outbox.watch(chan)
+    return outbox
+
+
+def publisher(window, contents, window_bytes=1 << 20):
+    """An Outbox in confirm mode watching a recording channel, and a
+    publish(): publish the next message, then wait for room, as producer.py does."""
+    chan = RecordingChannel()
+    outbox = outbox_on(chan, contents, window=window, window_bytes=window_bytes)
     messages = outbox.messages()
 
     def publish_next():
         chan.basic_publish(next(messages))
-        return outbox.wait_for_room(window)
+        return outbox.wait_for_room()
     return outbox, chan, publish_next
+
+
+def bodies(*texts):
+    return [Content(text) for text in texts]
 
 
 def fired(d):
@@ -132,7 +142,7 @@ def fired(d):
 
 
 def test_window_holds_the_publisher_until_confirms_come():
-    outbox, chan, publish_next = confirms(3, range(4))
+    outbox, chan, publish_next = publisher(3, bodies(b"0", b"1", b"2", b"3"))
     assert fired(publish_next()) and fired(publish_next())
     waiting = publish_next()  # tags 1, 2, 3 unconfirmed: the window is full
     assert not fired(waiting)
@@ -146,23 +156,68 @@ def test_window_holds_the_publisher_until_confirms_come():
     assert not fired(done)
     outbox.settle(4, multiple=False, accepted=True)
     assert fired(done) and outbox.sent() == 4
-    assert chan.published == [0, 1, 2, 3]
+    assert [c.body for c in chan.published] == [b"0", b"1", b"2", b"3"]
 
 
 def test_nacks_count_each_message_once():
-    outbox, _, publish_next = confirms(10, range(6))
+    outbox, _, publish_next = publisher(10, bodies(*b"a b c d e f".split()))
     for _ in range(6):
         publish_next()
     outbox.settle(2, multiple=False, accepted=False)
     outbox.settle(3, multiple=True, accepted=False)  # 1 and 3, not 2 again
     outbox.settle(6, multiple=True, accepted=True)
     assert fired(outbox.wait_for_all())
-    with pytest.raises(Failed, match=r"did not accept 3 of 6 message"):
+    with pytest.raises(Failed, match=r"3 of 6 message\(s\) were refused by the broker"):
         outbox.sent()
 
 
+def test_progress_tells_refused_messages_apart():
+    outbox, _, publish_next = publisher(10, bodies(*b"a b c d".split()))
+    for _ in range(4):
+        publish_next()
+    outbox.settle(1, multiple=False, accepted=False)
+    outbox.settle(2, multiple=False, accepted=True)
+    assert outbox.progress() == ("the broker had taken 1 message(s) and refused 1;"
+                                 " 2 more were sent but not confirmed")
+
+
+def test_bytes_unconfirmed_are_bounded_too():
+    # Room for 1000 messages but 10 bytes: the third 4-byte message waits.
+    outbox, _, publish_next = publisher(1000, bodies(b"1234", b"5678", b"9abc", b"de"), window_bytes=10)
+    assert fired(publish_next()) and fired(publish_next())
+    waiting = publish_next()
+    assert not fired(waiting)
+    outbox.settle(2, multiple=True, accepted=True)  # 4 bytes left
+    assert fired(waiting)
+    assert fired(publish_next())  # 6 bytes
+
+
+def test_a_message_larger_than_the_byte_window_goes_alone():
+    outbox, chan, publish_next = publisher(1000, bodies(b"x" * 100), window_bytes=10)
+    waiting = publish_next()
+    assert len(chan.published) == 1  # sent, however big
+    assert not fired(waiting)  # and nothing more until it is confirmed
+    outbox.settle(1, multiple=False, accepted=True)
+    assert fired(waiting)
+
+
+def test_a_transaction_is_full_at_window_bytes():
+    # producer.py commits when the outbox is full: every 10 bytes here.
+    outbox = outbox_on(RecordingChannel(), bodies(b"1234", b"5678", b"9abc", b"d"), confirms=False,
+                       window_bytes=10)
+    full = []
+    for _ in outbox.messages():
+        full.append(outbox.full())
+        if outbox.full():
+            outbox.committed()
+    assert full == [False, False, True, False]
+    assert not fired(outbox.wait_for_all())
+    outbox.committed()
+    assert fired(outbox.wait_for_all()) and outbox.sent() == 4
+
+
 def test_a_confirm_for_no_waiting_message_is_an_error():
-    outbox, _, publish_next = confirms(10, range(1))
+    outbox, _, publish_next = publisher(10, bodies(b"0"))
     publish_next()
     outbox.settle(1, multiple=False, accepted=True)
     with pytest.raises(UnexpectedMethod, match="delivery tag 1"):
@@ -172,15 +227,14 @@ def test_a_confirm_for_no_waiting_message_is_an_error():
 
 
 def test_a_confirm_in_a_transaction_is_an_error():
-    outbox = publish.Outbox(range(1), confirms=False)
-    outbox.watch(RecordingChannel())
+    outbox = outbox_on(RecordingChannel(), bodies(b"0"), confirms=False)
     list(outbox.messages())
     with pytest.raises(UnexpectedMethod, match="delivery tag 1"):
         outbox.settle(1, multiple=False, accepted=True)
 
 
 def test_closed_channel_fails_who_waits_for_confirms():
-    outbox, _, publish_next = confirms(1, range(1))
+    outbox, _, publish_next = publisher(1, bodies(b"0"))
     waiting = publish_next()
     outbox.channel_closed("the reason")
     assert isinstance(waiting.result.value, Closed) and waiting.result.value.args == ("the reason",)
@@ -193,7 +247,7 @@ def test_closed_channel_fails_who_waits_for_confirms():
 def test_cancelled_wait_is_forgotten():
     # Ctrl-C cancels what the producer waits for; a confirm that comes
     # afterwards must not fire the cancelled Deferred again.
-    outbox, _, publish_next = confirms(1, range(1))
+    outbox, _, publish_next = publisher(1, bodies(b"0"))
     waiting = publish_next()
     waiting.cancel()
     waiting.addErrback(lambda _: None)
@@ -202,7 +256,7 @@ def test_cancelled_wait_is_forgotten():
 
 
 def test_what_a_lost_channel_left_unconfirmed_goes_first_on_the_next():
-    outbox, first, publish_next = confirms(10, range(5))
+    outbox, _, publish_next = publisher(10, bodies(*b"0 1 2 3 4".split()))
     for _ in range(3):
         publish_next()
     outbox.settle(1, multiple=False, accepted=True)  # 2 and 3 unconfirmed
@@ -211,19 +265,10 @@ def test_what_a_lost_channel_left_unconfirmed_goes_first_on_the_next():
     second = RecordingChannel()
     outbox.watch(second)
     messages = outbox.messages()
-    second.basic_publish(next(messages))  # 1 again: tags start over on a new channel
+    second.basic_publish(next(messages))  # "1" again: tags start over on a new channel
     outbox.channel_closed("lost again")
     outbox.watch(RecordingChannel())
-    again = list(outbox.messages())
-    assert second.published == [1] and again == [1, 2, 3, 4]
+    again = [c.body for c in outbox.messages()]
+    assert [c.body for c in second.published] == [b"1"] and again == [b"1", b"2", b"3", b"4"]
     outbox.settle(4, multiple=True, accepted=True)
     assert fired(outbox.wait_for_all()) and outbox.sent() == 5
-
-
-def test_transactions_settle_on_commit():
-    outbox = publish.Outbox(range(3), confirms=False)
-    outbox.watch(RecordingChannel())
-    assert list(outbox.messages()) == [0, 1, 2]
-    assert not fired(outbox.wait_for_all())
-    outbox.committed()
-    assert fired(outbox.wait_for_all()) and outbox.sent() == 3
