@@ -40,7 +40,7 @@ HEADER_0_8 = b"AMQP\x01\x01\x08\x00"
 
 
 def demo_command(*args, demo=DEMO, python=sys.executable):
-    command = [sys.executable, "-S", str(demo), *args]
+    command = [sys.executable, "-S", str(demo), *map(str, args)]
     return command + ["--python", python] if python else command
 
 
@@ -254,6 +254,40 @@ def test_broker_refusing_amqp_0_8_gets_amqp_0_9_1(demo_url, proxies):
     assert "refuses AMQP 0-8" in out and "consumer.py amqp0-9-1.xml --no-reconnect" in out
     assert "producer.py amqp0-9-1.xml" in out
     assert proxy.headers.count(HEADER_0_8) == 1  # the probe's only
+
+
+@pytest.fixture
+def fake_apt_get(tmp_path):
+    """An apt-get, first on PATH, that notes its arguments and fails: the demo's
+    installing is seen without installing anything. Returns (env, log)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    log = tmp_path / "apt-get.log"
+    (folder / "apt-get").write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexit 100\n')
+    (folder / "apt-get").chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}, log
+
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the demo offers to install RabbitMQ as root only")
+
+
+@root_only
+def test_no_install_without_install_option(tmp_path, fake_apt_get):
+    env, log = fake_apt_get
+    failed(run_demo("--throwaway", "--rabbitmq-server", tmp_path / "missing", url=dead_url(), env=env),
+           1, "RabbitMQ is not installed", "--install", "system broker on localhost:5672")
+    assert not log.exists()
+
+
+@root_only
+def test_install_says_first_what_stays(tmp_path, fake_apt_get):
+    env, log = fake_apt_get
+    result = run_demo("--throwaway", "--install", "--rabbitmq-server", tmp_path / "missing",
+                      url=dead_url(), env=env)
+    failed(result, 1, "`apt-get update` failed")
+    out = text(result.stdout)
+    assert "stays installed" in out and "system service on localhost:5672" in out, out
+    assert log.read_text() == "update\n"
 
 
 @pytest.fixture

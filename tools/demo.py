@@ -67,7 +67,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="tools/demo.py", description=__doc__.split("\n\n")[0],
         epilog="Exit status: 0 the message went through; 1 it did not (one line on stderr says why); "
-               "2 bad usage; 130 interrupted.")
+               "2 bad usage; 130 interrupted by Ctrl-C (143 by SIGTERM).")
     parser.add_argument("--throwaway", action="store_true",
                         help="use a throwaway RabbitMQ node of the demo's own (started and stopped"
                              " by the demo), not AMQP_URL's broker or the one on localhost:5672")
@@ -75,6 +75,9 @@ def parse_args(argv):
                         help="when RabbitMQ is not installed and no broker answers: install"
                              " rabbitmq-server with apt-get (as root). On a systemd host the package"
                              " also starts a system broker on localhost:5672 that stays")
+    parser.add_argument("--rabbitmq-server", metavar="PATH", type=Path, default=RABBITMQ_SERVER,
+                        help="the rabbitmq-server script that starts the throwaway node (default:"
+                             " Debian's, which does not switch to the rabbitmq user as /usr/sbin's does)")
     parser.add_argument("--python", metavar="PATH",
                         help="run the scripts with this Python (one that has requirements.txt)"
                              " instead of creating or updating .venv")
@@ -164,7 +167,8 @@ class ThrowawayNode:
     epmd (the Erlang port mapper every node registers with) is ours too, on a
     port of its own: an epmd that Erlang starts by itself outlives the node."""
 
-    def __init__(self):
+    def __init__(self, server):
+        self.server = server
         self.procs = []
         self.dir = tempfile.TemporaryDirectory(prefix="txamqp-demo-rabbitmq-")
         path = Path(self.dir.name)
@@ -198,7 +202,7 @@ class ThrowawayNode:
         self._spawn([find_epmd()], self.dir.name + "/epmd.log")
         # The node must find our epmd listening, or it starts one of its own.
         self._wait(lambda: socket.create_connection(("127.0.0.1", epmd_port), 1).close(), 10, "epmd")
-        self._spawn([str(RABBITMQ_SERVER)], self.log)
+        self._spawn([str(self.server)], self.log)
         return self._wait(lambda: spec_for(self.broker), timeout, "the RabbitMQ node")
 
     def _spawn(self, command, log):
@@ -209,6 +213,8 @@ class ThrowawayNode:
                 self.procs.append(subprocess.Popen(
                     command, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                     stderr=subprocess.STDOUT, start_new_session=True))  # not hit by the terminal's Ctrl-C
+        except OSError as e:
+            raise DemoError(f"cannot run {command[0]}: {e.strerror or e}") from None
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
@@ -236,10 +242,10 @@ class ThrowawayNode:
         self.dir.cleanup()
 
 
-def install_rabbitmq(install):
+def install_rabbitmq(server, install):
     """Install rabbitmq-server with apt-get, only when asked to (--install),
     saying first what it leaves behind."""
-    where = "no broker answers on localhost:5672 and RabbitMQ is not installed"
+    where = f"RabbitMQ is not installed ({server} is missing)"
     if shutil.which("apt-get") is None:
         raise DemoError(f"{where}: install RabbitMQ, or set AMQP_URL to a broker's amqp:// URL")
     if os.geteuid() != 0:
@@ -256,8 +262,8 @@ def install_rabbitmq(install):
     for command in (["apt-get", "update"], APT_INSTALL):
         if subprocess.run(command, env=env).returncode:
             raise DemoError(f"`{shlex.join(command)}` failed (see its messages above)")
-    if not RABBITMQ_SERVER.exists():
-        raise DemoError(f"rabbitmq-server was installed but {RABBITMQ_SERVER} is missing")
+    if not server.exists():
+        raise DemoError(f"rabbitmq-server was installed but {server} is still missing")
     with contextlib.suppress(DemoError):
         time.sleep(2)  # the package may have started its service
         spec_for(Broker(DEFAULT_URL))
@@ -265,9 +271,11 @@ def install_rabbitmq(install):
             " (`systemctl disable --now rabbitmq-server` stops it for good)")
 
 
-def start_throwaway_node(cleanup):
+def start_throwaway_node(args, cleanup):
+    if not args.rabbitmq_server.exists():
+        install_rabbitmq(args.rabbitmq_server, args.install)
     say("starting a throwaway RabbitMQ node (about 5 s); the demo stops it and deletes its data at the end")
-    node = ThrowawayNode()
+    node = ThrowawayNode(args.rabbitmq_server)
     cleanup.callback(say, "stopped the throwaway RabbitMQ node")
     cleanup.callback(node.stop)
     spec = node.start()
@@ -278,7 +286,7 @@ def start_throwaway_node(cleanup):
 def find_broker(args, cleanup):
     """(the AMQP_URL the scripts get, the spec file)."""
     if args.throwaway:
-        return start_throwaway_node(cleanup)
+        return start_throwaway_node(args, cleanup)
     urls = os.environ.get("AMQP_URL", "").split()
     if urls:
         try:
@@ -302,9 +310,8 @@ def find_broker(args, cleanup):
     try:
         spec = spec_for(local)
     except DemoError:
-        if not RABBITMQ_SERVER.exists():
-            install_rabbitmq(args.install)
-        return start_throwaway_node(cleanup)
+        say("no broker answers on localhost:5672")
+        return start_throwaway_node(args, cleanup)
     say(f"using the broker answering on localhost:5672 ({local})")
     say_spec(spec)
     say_what_stays(local)
