@@ -79,7 +79,7 @@ def parse_args(argv):
                         help="the rabbitmq-server script that starts the throwaway node (default:"
                              " Debian's, which does not switch to the rabbitmq user as /usr/sbin's does)")
     parser.add_argument("--python", metavar="PATH",
-                        help="run the scripts with this Python (one that has requirements.txt)"
+                        help="run the scripts with this Python (with requirements.txt installed)"
                              " instead of creating or updating .venv")
     return parser.parse_args(argv)
 
