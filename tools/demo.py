@@ -7,36 +7,81 @@ Does what the README's two terminals do, and prints what each one showed:
     terminal 2$ python producer.py amqp0-8.xml "producer-to-consumer test message 1"
 
 The scripts run in .venv (created from requirements.txt if missing). The broker
-is the one in AMQP_URL, else the one answering on localhost:5672, else a
-throwaway RabbitMQ node on free ports that the demo starts and stops (installing
-RabbitMQ with apt-get first when it is missing and we are root). Standard library only.
+is the first that answers of the URLs in AMQP_URL, else the one on
+localhost:5672, else a throwaway RabbitMQ node on free ports that the demo
+starts and stops (--throwaway: always that one). The spec file is amqp0-8.xml,
+or amqp0-9-1.xml for a broker that refuses AMQP 0-8 (RabbitMQ 4.0 and later).
+Standard library only: it runs before any virtualenv exists.
 """
 
+import argparse
+import contextlib
 import os
 import shlex
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from amqp_support.url import Broker  # noqa: E402 (standard library only, like this file)
+
 VENV = ROOT / ".venv"
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
-APT_INSTALL = "apt-get update && apt-get install -y rabbitmq-server"
+APT_INSTALL = ["apt-get", "install", "-y", "rabbitmq-server"]
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"  # the scripts' default
 MESSAGE = "producer-to-consumer test message 1"
+EXCHANGE, QUEUE = "test_message_exchange", "test_message_queue"  # the scripts' defaults
+
+HEADER_0_8 = b"AMQP\x01\x01\x08\x00"
+HEADER_0_9_1 = b"AMQP\x00\x00\x09\x01"
 
 
 class DemoError(Exception):
-    """A one-line reason the demo stopped."""
+    """A one-line reason the demo stopped, and its exit status."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM."""
+
+    def __init__(self, signum):
+        self.signum = signum
 
 
 def say(text):
     print(f"demo: {text}", flush=True)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="tools/demo.py", description=__doc__.split("\n\n")[0],
+        epilog="Exit status: 0 the message went through; 1 it did not (one line on stderr says why); "
+               "2 bad usage; 130 interrupted by Ctrl-C (143 by SIGTERM).")
+    parser.add_argument("--throwaway", action="store_true",
+                        help="use a throwaway RabbitMQ node of the demo's own (started and stopped"
+                             " by the demo), not AMQP_URL's broker or the one on localhost:5672")
+    parser.add_argument("--install", action="store_true",
+                        help="when RabbitMQ is not installed and no broker answers: install"
+                             " rabbitmq-server with apt-get (as root). On a systemd host the package"
+                             " also starts a system broker on localhost:5672 that stays")
+    parser.add_argument("--rabbitmq-server", metavar="PATH", type=Path, default=RABBITMQ_SERVER,
+                        help="the rabbitmq-server script that starts the throwaway node (default:"
+                             " Debian's, which does not switch to the rabbitmq user as /usr/sbin's does)")
+    parser.add_argument("--python", metavar="PATH",
+                        help="run the scripts with this Python (with requirements.txt installed)"
+                             " instead of creating or updating .venv")
+    return parser.parse_args(argv)
 
 
 def venv_python():
@@ -53,17 +98,54 @@ def venv_python():
 
 # --- the broker -----------------------------------------------------------------
 
-def answers_amqp(host, port, timeout=3):
-    """True if host:port speaks AMQP: it answers a protocol header with a frame
-    (connection.start) or with the protocol header it prefers."""
+def read_answer(broker, header, timeout=5):
+    """The first bytes a broker answers to an AMQP protocol header (b"" if it
+    hangs up). Raises OSError when it cannot be reached. For amqps:// the TLS
+    handshake does not check the certificate: this only asks which protocol
+    the broker speaks, and sends no credentials; the scripts verify it."""
+    with socket.create_connection((broker.host, broker.port), timeout) as raw:
+        sock = raw
+        if broker.tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            sock = context.wrap_socket(raw, server_hostname=broker.host)
+        with sock:
+            sock.sendall(header)
+            answer = b""
+            while len(answer) < 8 and (chunk := sock.recv(8 - len(answer))):
+                answer += chunk
+            return answer
+
+
+def spec_for(broker):
+    """The spec file for the broker: amqp0-8.xml, as in the README, when it
+    accepts AMQP 0-8; amqp0-9-1.xml when it refuses 0-8 (answering with a
+    protocol header of its own, as RabbitMQ 4.0 and later do) and takes 0-9-1.
+    Raises DemoError (the broker masked) when it speaks neither."""
+    where = f"{broker.host}:{broker.port}"
     try:
-        with socket.create_connection((host, port), timeout) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(b"AMQP\x00\x00\x09\x01")
-            reply = sock.recv(8)
-    except OSError:
-        return False
-    return reply[:1] == b"\x01" or reply[:4] == b"AMQP"
+        if read_answer(broker, HEADER_0_8)[:1] == b"\x01":  # a frame: connection.start
+            return "amqp0-8.xml"
+        if read_answer(broker, HEADER_0_9_1)[:1] == b"\x01":
+            return "amqp0-9-1.xml"
+    except ssl.SSLError as e:
+        raise DemoError(f"{broker}: no TLS at {where} ({e.reason or e})") from None
+    except OSError as e:
+        raise DemoError(f"{broker}: nothing answers at {where} ({e.strerror or e})") from None
+    raise DemoError(f"{broker}: what answers at {where} speaks neither AMQP 0-8 nor 0-9-1")
+
+
+def say_spec(spec):
+    if spec != "amqp0-8.xml":
+        say(f"the broker refuses AMQP 0-8 (RabbitMQ 4.0 or later): the scripts get {spec}")
+
+
+def say_what_stays(broker):
+    say(f"the scripts declare the durable exchange {EXCHANGE!r} and queue {QUEUE!r} on {broker};"
+        f" they stay there after the demo, as after the README's commands (`rabbitmqctl delete_queue"
+        f" {QUEUE}` removes the queue), and a message already waiting in the queue is printed"
+        f" and taken by the consumer")
 
 
 def free_port():
@@ -72,18 +154,30 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def find_epmd():
+    found = shutil.which("epmd") or sorted(Path("/usr/lib/erlang").glob("erts-*/bin/epmd"))
+    if not found:
+        raise DemoError("epmd (Erlang's port mapper, part of RabbitMQ's Erlang) is missing")
+    return str(found if isinstance(found, str) else found[-1])
+
+
 class ThrowawayNode:
     """A RabbitMQ node of our own, on free ports with its data in a temporary
-    folder, and none of /etc/rabbitmq's settings (which name port 5672)."""
+    folder, and none of /etc/rabbitmq's settings (which name port 5672). Its
+    epmd (the Erlang port mapper every node registers with) is ours too, on a
+    port of its own: an epmd that Erlang starts by itself outlives the node."""
 
-    def __init__(self):
+    def __init__(self, server):
+        self.server = server
+        self.procs = []
         self.dir = tempfile.TemporaryDirectory(prefix="txamqp-demo-rabbitmq-")
         path = Path(self.dir.name)
         self.port = free_port()
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+        self.broker = Broker(self.url)
         (path / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n")
         (path / "rabbitmq-env.conf").write_text("")
-        env = dict(
+        self.env = dict(
             os.environ,
             HOME=str(path),  # the Erlang cookie goes there
             RABBITMQ_NODENAME=f"txamqp-demo-{self.port}@localhost",
@@ -98,68 +192,130 @@ class ThrowawayNode:
             RABBITMQ_CONF_ENV_FILE=str(path / "rabbitmq-env.conf"),
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
             ERL_EPMD_ADDRESS="127.0.0.1",
+            ERL_EPMD_PORT=str(free_port()),
         )
         self.log = path / "server.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([str(RABBITMQ_SERVER)], env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_ready(self, timeout=60):
+    def start(self, timeout=60):
+        """Start epmd, then the node; return once the node answers AMQP."""
+        epmd_port = int(self.env["ERL_EPMD_PORT"])
+        self._spawn([find_epmd()], self.dir.name + "/epmd.log")
+        # The node must find our epmd listening, or it starts one of its own.
+        self._wait(lambda: socket.create_connection(("127.0.0.1", epmd_port), 1).close(), 10, "epmd")
+        self._spawn([str(self.server)], self.log)
+        return self._wait(lambda: spec_for(self.broker), timeout, "the RabbitMQ node")
+
+    def _spawn(self, command, log):
+        # Blocked while Popen runs, Ctrl-C cannot leave a process we do not know of.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            with open(log, "wb") as out:
+                self.procs.append(subprocess.Popen(
+                    command, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=subprocess.STDOUT, start_new_session=True))  # not hit by the terminal's Ctrl-C
+        except OSError as e:
+            raise DemoError(f"cannot run {command[0]}: {e.strerror or e}") from None
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+    def _wait(self, ready, timeout, what):
         deadline = time.monotonic() + timeout
-        while not answers_amqp("127.0.0.1", self.port):
-            if self.proc.poll() is not None:
-                raise DemoError(f"the RabbitMQ node did not start: {self.log.read_text()[-500:].strip()}")
+        while True:
+            try:
+                return ready()
+            except (OSError, DemoError):
+                pass
+            if any(proc.poll() is not None for proc in self.procs):
+                tail = self.log.read_text(errors="replace")[-300:].strip() if self.log.exists() else ""
+                raise DemoError(f"{what} did not start: {' '.join(tail.split()) or 'no output'}")
             if time.monotonic() > deadline:
-                raise DemoError(f"the RabbitMQ node did not accept connections within {timeout} s")
+                raise DemoError(f"{what} did not start within {timeout} s")
             time.sleep(0.3)
 
     def stop(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # a clean shutdown
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        except ProcessLookupError:
-            pass
+        """Kill the node and its epmd, each with its process group, and delete
+        the folder: the node's data is thrown away, so no clean shutdown."""
+        for proc in reversed(self.procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         self.dir.cleanup()
 
 
-def find_broker():
-    """(url or None for the scripts' default, ThrowawayNode or None)."""
-    url = os.environ.get("AMQP_URL")
-    if url:
-        parts = urlsplit(url)
-        host, port = parts.hostname or "localhost", parts.port or 5672
-        if not answers_amqp(host, port):
-            raise DemoError(f"AMQP_URL is set to {url}, but nothing speaks AMQP at {host}:{port}")
-        say(f"using the broker in AMQP_URL ({host}:{port})")
-        return url, None
-    if answers_amqp("localhost", 5672):
-        say("using the broker answering on localhost:5672")
-        return None, None
-    if not RABBITMQ_SERVER.exists():
-        if os.geteuid() != 0:
-            raise DemoError(f"no broker on localhost:5672 and RabbitMQ is not installed; install it with: "
-                            f"sudo sh -c '{APT_INSTALL}'")
-        say(f"no broker on localhost:5672; installing RabbitMQ: {APT_INSTALL}")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "rabbitmq-server"]):
-            if subprocess.run(command, env=env).returncode:
-                raise DemoError(f"`{' '.join(command)}` failed")
+def install_rabbitmq(server, install):
+    """Install rabbitmq-server with apt-get, only when asked to (--install),
+    saying first what it leaves behind."""
+    where = f"RabbitMQ is not installed ({server} is missing)"
+    if shutil.which("apt-get") is None:
+        raise DemoError(f"{where}: install RabbitMQ, or set AMQP_URL to a broker's amqp:// URL")
+    if os.geteuid() != 0:
+        raise DemoError(f"{where}: install it (`sudo {shlex.join(APT_INSTALL)}`; on a systemd host that"
+                        f" also starts a system broker on localhost:5672), or set AMQP_URL to a broker")
+    if not install:
+        raise DemoError(f"{where}: run again with --install to install rabbitmq-server with apt-get"
+                        f" (on a systemd host that also starts a system broker on localhost:5672,"
+                        f" which stays), or set AMQP_URL to a broker")
+    say(f"--install: running `apt-get update` and `{shlex.join(APT_INSTALL)}`. The package stays"
+        " installed, and on a systemd host it also starts RabbitMQ as a system service on"
+        " localhost:5672 that keeps running and starts at boot")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for command in (["apt-get", "update"], APT_INSTALL):
+        if subprocess.run(command, env=env).returncode:
+            raise DemoError(f"`{shlex.join(command)}` failed (see its messages above)")
+    if not server.exists():
+        raise DemoError(f"rabbitmq-server was installed but {server} is still missing")
+    with contextlib.suppress(DemoError):
         time.sleep(2)  # the package may have started its service
-        if answers_amqp("localhost", 5672):
-            say("using the broker the rabbitmq-server package started on localhost:5672")
-            return None, None
-    say("no broker on localhost:5672; starting a throwaway RabbitMQ node")
-    node = ThrowawayNode()
+        spec_for(Broker(DEFAULT_URL))
+        say("the package started a system RabbitMQ on localhost:5672; it stays"
+            " (`systemctl disable --now rabbitmq-server` stops it for good)")
+
+
+def start_throwaway_node(args, cleanup):
+    if not args.rabbitmq_server.exists():
+        install_rabbitmq(args.rabbitmq_server, args.install)
+    say("starting a throwaway RabbitMQ node (about 5 s); the demo stops it and deletes its data at the end")
+    node = ThrowawayNode(args.rabbitmq_server)
+    cleanup.callback(say, "stopped the throwaway RabbitMQ node")
+    cleanup.callback(node.stop)
+    spec = node.start()
+    say(f"throwaway node ready: {node.broker}")
+    return node.url, spec
+
+
+def find_broker(args, cleanup):
+    """(the AMQP_URL the scripts get, the spec file)."""
+    if args.throwaway:
+        return start_throwaway_node(args, cleanup)
+    urls = os.environ.get("AMQP_URL", "").split()
+    if urls:
+        try:
+            brokers = [Broker(url) for url in urls]
+        except argparse.ArgumentTypeError as e:
+            raise DemoError(f"AMQP_URL: {e}", status=2) from None
+        failures = []
+        for broker in brokers:  # the scripts try them in this order too
+            try:
+                spec = spec_for(broker)
+            except DemoError as e:
+                failures.append(str(e))
+                say(f"{e}; trying the next URL in AMQP_URL" if broker is not brokers[-1] else str(e))
+                continue
+            say(f"using {broker} (from AMQP_URL)")
+            say_spec(spec)
+            say_what_stays(broker)
+            return os.environ["AMQP_URL"], spec
+        raise DemoError("no broker in AMQP_URL answers: " + "; ".join(failures))
+    local = Broker(DEFAULT_URL)
     try:
-        node.wait_ready()
-    except BaseException:
-        node.stop()
-        raise
-    say(f"throwaway node ready on 127.0.0.1:{node.port}")
-    return node.url, node
+        spec = spec_for(local)
+    except DemoError:
+        say("no broker answers on localhost:5672")
+        return start_throwaway_node(args, cleanup)
+    say(f"using the broker answering on localhost:5672 ({local})")
+    say_spec(spec)
+    say_what_stays(local)
+    return DEFAULT_URL, spec
 
 
 # --- the two terminals ----------------------------------------------------------
@@ -204,54 +360,67 @@ class Terminal:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+            self.kill()
             raise DemoError(f"{self.label} was still running after {timeout} s, so it was killed") from None
         for reader in self.readers:
             reader.join(5)
         return self.proc.returncode
 
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
-def run_demo(python, url):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")  # as in a terminal: each line shows at once
-    if url:
-        env["AMQP_URL"] = url
-    consumer = Terminal("terminal 1: consumer", python, ["consumer.py", "amqp0-8.xml"], env)
+
+def run_demo(python, url, spec, cleanup):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", AMQP_URL=url)  # unbuffered: each line shows at once
+    # --no-reconnect: a broker problem is one line from the consumer, not retries.
+    consumer = Terminal("terminal 1: consumer", python, ["consumer.py", spec, "--no-reconnect"], env)
+    cleanup.callback(consumer.kill)
+    consumer.wait_for("stderr", "Waiting for messages", 60, "'Waiting for messages'")
+    producer = Terminal("terminal 2: producer", python, ["producer.py", spec, MESSAGE], env)
+    cleanup.callback(producer.kill)
+    status = producer.finish(60)
+    print(f"[terminal 2: producer] (exit status {status})", flush=True)
+    if status:
+        raise DemoError(f"the producer failed with exit status {status}")
+    consumer.wait_for("stdout", f"Received: {MESSAGE} from channel #", 30, "the message")
+    print("[terminal 1: consumer] ^C", flush=True)
+    consumer.proc.send_signal(signal.SIGINT)
+    status = consumer.finish(30)
+    print(f"[terminal 1: consumer] (exit status {status})", flush=True)
+    if status:
+        raise DemoError(f"the consumer exited with status {status} after Ctrl-C")
+
+
+def interrupt(signum, frame):
+    raise Interrupted(signum)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    cleanup = contextlib.ExitStack()
+    status = 1
     try:
-        consumer.wait_for("stderr", "Waiting for messages", 30, "'Waiting for messages'")
-        producer = Terminal("terminal 2: producer", python, ["producer.py", "amqp0-8.xml", MESSAGE], env)
-        status = producer.finish(30)
-        print(f"[terminal 2: producer] (exit status {status})", flush=True)
-        if status:
-            raise DemoError(f"the producer failed with exit status {status}")
-        consumer.wait_for("stdout", f"Received: {MESSAGE} from channel #", 15, "the message")
-        print("[terminal 1: consumer] ^C", flush=True)
-        consumer.proc.send_signal(signal.SIGINT)
-        status = consumer.finish(15)
-        print(f"[terminal 1: consumer] (exit status {status})", flush=True)
-        if status:
-            raise DemoError(f"the consumer exited with status {status} after Ctrl-C")
-    finally:
-        if consumer.proc.poll() is None:
-            consumer.proc.kill()
-            consumer.proc.wait(10)
-
-
-def main():
-    node = None
-    try:
-        python = venv_python()
-        url, node = find_broker()
-        run_demo(python, url)
+        python = args.python or venv_python()
+        url, spec = find_broker(args, cleanup)
+        run_demo(python, url, spec, cleanup)
         say("the message went from the producer to the consumer")
-    except DemoError as exc:
-        print(f"demo: error: {exc}", file=sys.stderr)
-        return 1
+        status = 0
+    except DemoError as e:
+        print(f"demo: error: {e}", file=sys.stderr, flush=True)
+        status = e.status
+    except Interrupted as e:
+        print(f"demo: interrupted by {signal.Signals(e.signum).name}; cleaning up", file=sys.stderr, flush=True)
+        status = 128 + e.signum
     finally:
-        if node:
-            say("stopping the throwaway RabbitMQ node")
-            node.stop()
-    return 0
+        # A second Ctrl-C must not cut the cleanup short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cleanup.close()
+    return status
 
 
 if __name__ == "__main__":
