@@ -2,12 +2,10 @@
 package: every other module imports from here, this one from none of them.
 
 A program that uses amqp_support catches these by name; explain.py says any
-of them (and whatever Twisted, txamqp or OpenSSL raised) in one line.
+of them (and whatever Twisted, txamqp or OpenSSL raised) in one line. This
+module needs nothing but Python's standard library (nor does url.py, which
+tools/demo.py imports with any Python).
 """
-
-from txamqp import client, queue
-from twisted.python.failure import Failure
-
 
 class Failed(Exception):
     """An expected failure, already said in words: its text is the whole story."""
@@ -80,17 +78,3 @@ class ConnectionFailed(Failed):
     def __init__(self, line, what, reason, note=None):
         super().__init__(line)
         self.what, self.reason, self.note = what, reason, note
-
-
-def reason_of(e, conn=None):
-    """What really ended a call: txamqp wraps it in Closed(...) or Failure;
-    conn.reason says why a connection ended when txamqp's Closed does not."""
-    while True:
-        if isinstance(e, Failure):
-            e = e.value
-        elif isinstance(e, (client.Closed, queue.Closed)) and e.args and e.args[0] is not None:
-            e = e.args[0]
-        elif isinstance(e, (client.Closed, queue.Closed)) and getattr(conn, "reason", None) is not None:
-            e, conn = conn.reason, None
-        else:
-            return e

@@ -16,10 +16,26 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import defer, error
 from txamqp import client, queue
+from twisted.python.failure import Failure
 from txamqp.message import Message
 
 from amqp_support.errors import (ConsumerCancelled, Failed, FrameError, HeartbeatMissed, LoginRefused,
-                                 ProtocolRefused, UnexpectedMethod, reason_of)
+                                 ProtocolRefused, UnexpectedMethod)
+
+
+def reason_of(e, conn=None):
+    """What really ended a call: txamqp wraps it in Closed(...) or Failure;
+    conn.reason says why a connection ended when txamqp's Closed does not."""
+    while True:
+        if isinstance(e, Failure):
+            e = e.value
+        elif isinstance(e, (client.Closed, queue.Closed)) and e.args and e.args[0] is not None:
+            e = e.args[0]
+        elif isinstance(e, (client.Closed, queue.Closed)) and getattr(conn, "reason", None) is not None:
+            e, conn = conn.reason, None
+        else:
+            return e
+
 
 HEADERS = {
     (0, 0, 9, 1): "AMQP 0-9-1", (1, 1, 8, 0): "AMQP 0-8", (1, 1, 0, 9): "AMQP 0-9",

@@ -32,8 +32,8 @@ from txamqp.message import Message
 from amqp_support import status
 from amqp_support.client import AMQClient
 from amqp_support.endpoint import FailoverEndpoint
-from amqp_support.errors import ConnectionFailed, Failed, HeartbeatMissed, reason_of
-from amqp_support.explain import explain
+from amqp_support.errors import ConnectionFailed, Failed, HeartbeatMissed
+from amqp_support.explain import explain, reason_of
 
 TRANSIENT = (error.ConnectionRefusedError, error.DNSLookupError, error.TimeoutError,
              error.ConnectionDone, error.ConnectionLost, error.ConnectionClosed,
