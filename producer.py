@@ -51,15 +51,6 @@ def without_newline(line):
     return memoryview(line)[:-1] if line.endswith(b"\n") else line
 
 
-def producer_binds(args):
-    """Whether the producer binds the queue too. A direct exchange routes by the
-    very key the producer publishes with (a fanout by none): binding it is what
-    the consumer does as well, and a message sent before any consumer ran waits
-    in the queue. A topic or headers binding is the consumer's pattern or
-    header match, which the producer does not know: it binds nothing."""
-    return args.exchange_type in ("direct", "fanout")
-
-
 @defer.inlineCallbacks
 def send(conn, args, outbox):
     """What the producer says to the broker on one connection; with --retry,
@@ -77,7 +68,10 @@ def send(conn, args, outbox):
     if args.exchange:
         yield chan.exchange_declare(exchange=args.exchange, type=args.exchange_type, durable=True)
     yield chan.queue_declare(queue=args.queue, durable=True, arguments=common.queue_arguments(args))
-    if args.exchange and producer_binds(args):
+    # A direct (or fanout) binding is the consumer's too, so a message sent
+    # before any consumer ran waits in the queue; a topic or headers binding is
+    # the consumer's pattern or header match, which the producer does not know.
+    if args.exchange and args.exchange_type in ("direct", "fanout"):
         yield chan.queue_bind(queue=args.queue, exchange=args.exchange, **common.binding(args))
 
     if outbox.confirms:
