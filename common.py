@@ -221,15 +221,39 @@ def exit_with_one_line(failure, prog, verbose, interruption):
     raise SystemExit(status)
 
 
-# Characters that could move the cursor, change colours, hide or reorder
-# text: C0 and C1 controls, DEL, line separators and bidi overrides.
-UNSAFE = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029,
-          0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
-ESCAPES = str.maketrans({c: ("\\x%02x" % c if c < 0x100 else "\\u%04x" % c) for c in UNSAFE}
-                        | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
-
-
 def printable(body):
-    """A message body as one line of text that is safe to print to a terminal:
-    UTF-8 decoded, invalid bytes shown as \\xNN, control characters escaped."""
-    return body.decode("utf-8", "backslashreplace").translate(ESCAPES)
+    """A message body as one line of text that cannot drive a terminal nor
+    hide anything: UTF-8 decoded, with every character that str.isprintable()
+    rejects escaped, and the backslash too, so the line reads back to the
+    exact bytes (the rule is in the README, "What each script does")."""
+    # Bytes that are not UTF-8 become U+DC80..U+DCFF, written \xNN below.
+    text = body.decode("utf-8", "surrogateescape")
+    if text.isprintable() and "\\" not in text:  # the common case, at C speed
+        return text
+    return text.translate(Escapes())
+
+
+class Escapes(dict):
+    """str.translate's table for one body: each character's escape (or the
+    character itself), worked out the first time it occurs."""
+
+    def __missing__(self, code):
+        self[code] = escaped = escape(chr(code))
+        return escaped
+
+
+SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(char):
+    """One character of a decoded body as printable writes it."""
+    if char in SHORT_ESCAPES:
+        return SHORT_ESCAPES[char]
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x80:  # an ASCII control: the same byte in UTF-8
+        return "\\x%02x" % code
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+        return "\\x%02x" % (code - 0xDC00)
+    return "\\u%04x" % code if code <= 0xFFFF else "\\U%08x" % code
