@@ -10,6 +10,7 @@ make txamqp byte-exact and explain failures.
 import argparse
 import functools
 import os
+import re
 import signal
 import sys
 import traceback
@@ -38,22 +39,93 @@ PERSISTENT = 2  # delivery-mode 2: the broker writes the message to disk
 
 
 def shortstr(text):
-    """An exchange, queue or routing key name: at most 255 bytes of UTF-8."""
-    if len(text.encode("utf-8", "surrogateescape")) > 255:
+    """An exchange, queue or routing key name: UTF-8 text of at most 255 bytes."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # bytes in argv that are not UTF-8 arrive as lone surrogates
+        shown = shorten(printable(os.fsencode(text)), limit=40)
+        raise argparse.ArgumentTypeError("'%s' is not valid UTF-8: AMQP names are UTF-8 text" % shown)
+    if size > 255:
         raise argparse.ArgumentTypeError("%.20r... is longer than AMQP's 255 bytes" % text)
     return text
 
 
+def whole_number(low, high=None):
+    """An argparse type: a whole number from low to high (None: no upper bound)."""
+    span = "from %d to %d" % (low, high) if high is not None else "%d or more" % low
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError("must be a whole number %s, not %s"
+                                             % (span, shorten(repr(text))))
+        return value
+    return parse
+
+
+# An AMQP short (16 bits): heartbeat seconds, prefetch-count.
+short = whole_number(0, 65535)
+count = whole_number(1)
+
+MAX_TIMEOUT = 86400  # a day; far beyond it, the reactor's poll() overflows
+
+
+def seconds(text):
+    """A timeout in seconds: a finite number above 0 (0 would retry forever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value <= MAX_TIMEOUT:  # False for nan too
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0 and at most %d, not %s"
+                                         % (MAX_TIMEOUT, shorten(repr(text))))
+    return value
+
+
+def shorten(text, limit=300, word=60):
+    """text made one short line for an error message: characters that are not
+    printable shown as Python escapes, each word and the whole cut to a limit."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    text = re.sub(r"\S{%d,}" % (word + 1), lambda m: m.group()[:word - 3] + "...", text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
-        # One line, not argparse's usage block: the usage is in --help.
-        self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, message))
+        # One short line, not argparse's usage block: the usage is in --help.
+        self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, shorten(message)))
+
+    def parse_intermixed_args(self, args=None, namespace=None):
+        args, extras = self.parse_known_intermixed_args(args, namespace)
+        # argparse would list every argument from the first it did not know.
+        if extras and extras[0].startswith("-"):
+            takes_messages = any(a.nargs == "*" for a in self._get_positional_actions())
+            hint = ' (a MESSAGE that starts with "-" goes after "--")' if takes_messages else ""
+            self.error("unrecognized option %r%s" % (extras[0], hint))
+        if extras:
+            self.error("unexpected argument %r" % extras[0])
+        return args
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """--help shows each option's default once: not for flags, not when there is
+    none, not when the help already says it."""
+
+    def _get_help_string(self, action):
+        if (action.nargs == 0 or action.default is None or action.default is argparse.SUPPRESS
+                or "(default:" in (action.help or "")):
+            return action.help
+        return "%s (default: %%(default)s)" % action.help
 
 
 def make_parser(doc):
     """The options both scripts take; each script adds its own."""
     parser = ArgumentParser(description=doc.split("\n\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=HelpFormatter)
     parser.add_argument("spec", metavar="SPEC", help="AMQP spec file: amqp0-8.xml or amqp0-9-1.xml")
     parser.add_argument("--url", type=Broker, action="append", default=argparse.SUPPRESS,
                         help="broker URL, amqp://user:password@host:port/vhost or amqps://...;"
@@ -63,18 +135,20 @@ def make_parser(doc):
     parser.add_argument("--exchange", type=shortstr, default=EXCHANGE_NAME,
                         help='exchange name; "" is the broker\'s default exchange')
     parser.add_argument("--exchange-type", default="direct",
-                        choices=["direct", "fanout", "topic", "headers"])
-    parser.add_argument("--queue", type=shortstr, default=QUEUE_NAME)
+                        choices=["direct", "fanout", "topic", "headers"], help="exchange type")
+    parser.add_argument("--queue", type=shortstr, default=QUEUE_NAME, help="queue name")
     parser.add_argument("--routing-key", type=shortstr,
                         help="routing key (default: %s; the queue name with --exchange \"\")"
                              % ROUTING_KEY)
     parser.add_argument("--queue-type", default="classic", choices=["classic", "quorum"],
                         help="quorum: replicated, for clusters (RabbitMQ 3.8 and later)")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds to wait for the broker to answer when connecting")
-    parser.add_argument("--heartbeat", type=int, default=60,
-                        help="seconds between heartbeats; a broker silent for three is taken"
-                             " as gone (0: off)")
+    parser.add_argument("--timeout", type=seconds, default=10.0,
+                        help="seconds to wait for the broker to answer when connecting"
+                             " (above 0, at most %d)" % MAX_TIMEOUT)
+    # AMQP carries the heartbeat in a short (connection.tune-ok): 0 to 65535.
+    parser.add_argument("--heartbeat", type=short, default=60,
+                        help="seconds between heartbeats, 0 to 65535; a broker silent for three"
+                             " is taken as gone (0: off)")
     parser.add_argument("--password-file", metavar="PATH",
                         help="read the password from the first line of this file instead of the URL"
                              " (a password on the command line shows in ps)")
@@ -131,8 +205,8 @@ def load_spec(path):
         spec.classes.byname["basic"].methods.byname["publish"]
         spec.constants.byname["frame-end"]
     except FileNotFoundError as e:
-        raise UsageError("spec file %r not found: give the path of amqp0-8.xml or amqp0-9-1.xml"
-                         % path) from e
+        raise UsageError("%r is not a spec file: there is no such file (the first argument is"
+                         " the path of amqp0-8.xml or amqp0-9-1.xml)" % path) from e
     except OSError as e:
         raise UsageError("cannot read spec file %r: %s" % (path, e.strerror or e)) from e
     except Exception as e:

@@ -22,7 +22,7 @@ WINDOW = 1000  # messages on their way at most: unconfirmed, or in one transacti
 parser = common.make_parser(__doc__)
 parser.add_argument("messages", metavar="MESSAGE", nargs="*",
                     help='a message to send; "-" sends each line of stdin as a message')
-parser.add_argument("--count", type=int, default=1, help="send each message this many times")
+parser.add_argument("--count", type=common.count, default=1, help="send each message this many times")
 parser.add_argument("--transient", action="store_true",
                     help="do not ask the broker to write the messages to disk")
 parser.add_argument("--retry", action="store_true",
@@ -45,9 +45,9 @@ def bodies(args):
 @common.script(parser)
 @defer.inlineCallbacks
 def main(reactor, args):
+    spec = common.load_spec(args.spec)  # first: "producer.py 'a message'" has no spec
     if not args.messages:
         raise common.UsageError('no message given: give a MESSAGE, or "-" to read stdin')
-    spec = common.load_spec(args.spec)
     service = common.AMQPService(reactor, spec, args, reconnect=args.retry)
     # The broker says it has taken each message with a publisher confirm
     # where the spec has them (0-9-1), else by committing a transaction (0-8).
