@@ -290,8 +290,8 @@ def exit_with_one_line(failure, prog, verbose, interruption):
     if failure.check(defer.CancelledError) and interruption.signal:
         line = "interrupted by %s before the end" % interruption.signal
     else:
-        line = explain(failure.value)
-    print("%s: error: %s" % (prog, line), file=sys.stderr, flush=True)
+        line = explain(failure.value, verbose=verbose)
+    print("%s: error: %s" % (prog, shorten(line, limit=1000, word=300)), file=sys.stderr, flush=True)
     raise SystemExit(status)
 
 

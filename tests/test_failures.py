@@ -234,7 +234,10 @@ def test_exchange_redeclared_with_another_type(spec, script, secret_url, names):
     assert first.returncode == 0, first.stderr
     message = ["x"] if script == "producer.py" else []
     again = run_script(script, spec, *message, *names.args, "--exchange-type", "fanout", url=secret_url)
-    fails(again, 1, "406 PRECONDITION_FAILED", "inequivalent arg 'type'", "exchange.declare")
+    err = fails(again, 1, "the broker at amqp://txamqp-secret-user@",
+                "closed the channel: 406 PRECONDITION_FAILED", "inequivalent arg 'type'",
+                "(in reply to exchange.declare)")
+    assert "lost the connection" not in err  # the channel ended, the connection was fine
 
 
 # --- what txamqp 0.8.2 would report as a lost connection, or not at all ------
@@ -299,3 +302,17 @@ def test_verbose_shows_the_traceback():
     assert result.returncode == 1
     assert "Traceback" in err and "ConnectionRefusedError" in err
     assert "producer.py: error: cannot connect to amqp://guest@127.0.0.1:%d/%%2F: connection refused" % port in err
+
+
+def test_verbose_run_does_not_ask_for_verbose(monkeypatch):
+    # An unexpected exception: with --verbose, the traceback is already shown.
+    class Interruption:
+        signal = None
+    for verbose in (False, True):
+        stderr = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", stderr)
+        with pytest.raises(SystemExit):
+            common.exit_with_one_line(Failure(RuntimeError("odd")), "consumer.py", verbose, Interruption())
+        last = stderr.getvalue().splitlines()[-1]
+        assert last.startswith("consumer.py: error: RuntimeError: odd")
+        assert ("run with --verbose" in last) is not verbose, last
