@@ -40,13 +40,28 @@ def protocol_refused(e):
 def broker_closed(message):
     """connection.close or channel.close, as the broker explained it."""
     what = "connection" if message.method.klass.name == "connection" else "channel"
-    text = "the broker closed the %s: %s %s" % (what, message.reply_code, message.reply_text)
+    return "the broker closed the %s: %s" % (what, close_reason(message))
+
+
+def close_reason(message):
+    """The reply code and text of a close, and the method it answers."""
+    text = "%s %s" % (message.reply_code, message.reply_text)
     try:
         klass = message.method.klass.spec.classes.byid[message.class_id]
         text += " (in reply to %s.%s)" % (klass.name, klass.methods.byid[message.method_id].name)
     except KeyError:
         pass
     return text
+
+
+def channel_closed(e, conn=None):
+    """Why the broker closed the channel, if that is what ended this call:
+    a channel error (406 on a declare, 403, a message too big) leaves the
+    connection as it was."""
+    e = reason_of(e, conn)
+    if isinstance(e, Message) and e.method.klass.name == "channel":
+        return close_reason(e)
+    return None
 
 
 def reason_of(e, conn=None):
@@ -101,7 +116,8 @@ def tls_failed(e):
     return "TLS failed: %s%s" % (text, ": " + hint if hint else "")
 
 
-def explain(e, conn=None):
+def explain(e, conn=None, verbose=False):
+    """e in one line; verbose: the traceback is shown already."""
     e = reason_of(e, conn)
     if isinstance(e, Message):
         return broker_closed(e)
@@ -130,4 +146,5 @@ def explain(e, conn=None):
         return tls_failed(e)
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
-    return "%s: %s (run with --verbose for the traceback)" % (type(e).__name__, e)
+    text = "%s: %s" % (type(e).__name__, e)
+    return text if verbose else text + " (run with --verbose for the traceback)"

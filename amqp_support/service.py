@@ -15,7 +15,7 @@ from twisted.internet.protocol import Factory
 
 from amqp_support.client import AMQClient
 from amqp_support.endpoint import FailoverEndpoint
-from amqp_support.errors import Failed, explain, is_transient
+from amqp_support.errors import Failed, channel_closed, explain, is_transient
 
 
 class AMQPFactory(Factory):
@@ -41,6 +41,7 @@ class AMQPService(ClientService):
         self.reactor = reactor
         self.timeout = args.timeout
         self.reconnect = reconnect
+        self.verbose = args.verbose
         self._logged_in = None
         self._reconnecting = False
         self.endpoint = FailoverEndpoint(reactor, args.url, args.timeout, args.cafile,
@@ -92,7 +93,12 @@ class AMQPService(ClientService):
         # Out of ClientService's callbacks first: it may not be re-entered.
         yield task.deferLater(self.reactor, 0)
         broker = conn.broker if conn is not None else self.endpoint.broker
-        message = "%s: %s" % (what or "lost the connection to %s" % broker, explain(e, conn))
+        why = channel_closed(e, conn)
+        if why and not what:  # the connection was fine: say what did end
+            message = "the broker at %s closed the channel: %s" % (broker, why)
+        else:
+            message = "%s: %s" % (what or "lost the connection to %s" % broker,
+                                  explain(e, conn, self.verbose))
         if note:
             message += " (%s)" % note
         if not ((self.reconnect or try_next) and is_transient(e, conn)):
