@@ -49,6 +49,12 @@ class ProtocolRefused(Exception):
         self.header = bytes(header)
 
 
+class CutMidFrame(Exception):
+    """The connection ended in the middle of a frame: the broker went away
+    while it was sending (a shutdown with deliveries on their way, a network
+    cut). A lost connection like any other, not a protocol error."""
+
+
 class LoginRefused(Exception):
     """The broker hung up between our credentials and its tune."""
 
@@ -419,8 +425,8 @@ class AMQClient(protocol.AMQClient):
     def connectionLost(self, reason):
         if self.reason is None:
             if self._buffer:
-                reason = Failure(FrameError("the connection ended in the middle of a frame"
-                                            " (%d bytes of it came)" % len(self._buffer)))
+                reason = Failure(CutMidFrame("the connection ended in the middle of a frame"
+                                             " (%d bytes of it came)" % len(self._buffer)))
             elif self.logging_in:
                 reason = Failure(LoginRefused())
             self.reason = reason
@@ -458,5 +464,5 @@ class AMQClient(protocol.AMQClient):
         return defer.succeed(self.consumer_queue(key))
 
 
-__all__ = ["AMQClient", "ConsumerCancelled", "HeartbeatMissed", "LoginRefused", "ProtocolRefused",
+__all__ = ["AMQClient", "ConsumerCancelled", "CutMidFrame", "HeartbeatMissed", "LoginRefused", "ProtocolRefused",
            "UnexpectedMethod"]

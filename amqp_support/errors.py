@@ -7,8 +7,8 @@ from twisted.python.failure import Failure
 from txamqp import client, queue
 from txamqp.message import Message
 
-from amqp_support.client import (ConsumerCancelled, HeartbeatMissed, LoginRefused, ProtocolRefused,
-                                 UnexpectedMethod)
+from amqp_support.client import (ConsumerCancelled, CutMidFrame, HeartbeatMissed, LoginRefused,
+                                 ProtocolRefused, UnexpectedMethod)
 from amqp_support.codec import FrameError
 
 
@@ -79,7 +79,7 @@ def reason_of(e, conn=None):
 
 TRANSIENT = (error.ConnectionRefusedError, error.DNSLookupError, error.TimeoutError,
              error.ConnectionDone, error.ConnectionLost, error.ConnectionClosed,
-             defer.TimeoutError, HeartbeatMissed)
+             defer.TimeoutError, HeartbeatMissed, CutMidFrame)
 
 
 def is_transient(e, conn=None):
@@ -123,7 +123,7 @@ def explain(e, conn=None, verbose=False):
         return broker_closed(e)
     if isinstance(e, (client.Closed, queue.Closed)):
         return "the connection closed"
-    if isinstance(e, (Failed, ConsumerCancelled, HeartbeatMissed, UnexpectedMethod)):
+    if isinstance(e, (Failed, ConsumerCancelled, CutMidFrame, HeartbeatMissed, UnexpectedMethod)):
         return str(e)
     if isinstance(e, ProtocolRefused):
         return protocol_refused(e)
