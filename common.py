@@ -13,6 +13,7 @@ counts what the broker has taken.
 import argparse
 import functools
 import os
+import re
 import signal
 import sys
 import traceback
@@ -55,8 +56,13 @@ TLS_OPTIONS = {"cafile": "--cafile", "certfile": "--certfile", "keyfile": "--key
 
 
 def shortstr(text):
-    """An exchange, queue or routing key name: at most 255 bytes of UTF-8."""
-    if len(text.encode("utf-8", "surrogateescape")) > 255:
+    """An exchange, queue or routing key name: UTF-8 text of at most 255 bytes."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # bytes in argv that are not UTF-8 arrive as lone surrogates
+        shown = shorten(printable(os.fsencode(text)), limit=40)
+        raise argparse.ArgumentTypeError("'%s' is not valid UTF-8: AMQP names are UTF-8 text" % shown)
+    if size > 255:
         raise argparse.ArgumentTypeError("%.20r... is longer than AMQP's 255 bytes" % text)
     return text
 
@@ -76,16 +82,82 @@ def broker_url(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def whole_number(low, high=None):
+    """An argparse type: a whole number from low to high (None: no upper bound)."""
+    span = "from %d to %d" % (low, high) if high is not None else "%d or more" % low
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError("must be a whole number %s, not %s"
+                                             % (span, shorten(repr(text))))
+        return value
+    return parse
+
+
+# An AMQP short (16 bits): heartbeat seconds, prefetch-count.
+short = whole_number(0, 65535)
+count = whole_number(1)
+
+MAX_TIMEOUT = 86400  # a day; far beyond it, the reactor's poll() overflows
+
+
+def seconds(text):
+    """A timeout in seconds: a finite number above 0 (0 would retry forever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value <= MAX_TIMEOUT:  # False for nan too
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0 and at most %d, not %s"
+                                         % (MAX_TIMEOUT, shorten(repr(text))))
+    return value
+
+
+def shorten(text, limit=300, word=60):
+    """text made one short line for an error message: characters that are not
+    printable shown as Python escapes, each word and the whole cut to a limit."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    text = re.sub(r"\S{%d,}" % (word + 1), lambda m: m.group()[:word - 3] + "...", text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
-        # One line, not argparse's usage block: the usage is in --help.
-        self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, message))
+        # One short line, not argparse's usage block: the usage is in --help.
+        self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, shorten(message)))
+
+    def parse_intermixed_args(self, args=None, namespace=None):
+        args, extras = self.parse_known_intermixed_args(args, namespace)
+        # argparse would list every argument from the first it did not know.
+        if extras and extras[0].startswith("-"):
+            takes_messages = any(a.nargs == "*" for a in self._get_positional_actions())
+            hint = ' (a MESSAGE that starts with "-" goes after "--")' if takes_messages else ""
+            self.error("unrecognized option %r%s" % (extras[0], hint))
+        if extras:
+            self.error("unexpected argument %r" % extras[0])
+        return args
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """--help shows each option's default once: not for flags, not when there is
+    none, not when the help already says it."""
+
+    def _get_help_string(self, action):
+        if (action.nargs == 0 or action.default is None or action.default is argparse.SUPPRESS
+                or "(default:" in (action.help or "")):
+            return action.help
+        return "%s (default: %%(default)s)" % action.help
 
 
 def make_parser(doc):
     """The options both scripts take; each script adds its own."""
     parser = ArgumentParser(description=doc.split("\n\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=HelpFormatter)
     parser.add_argument("spec", metavar="SPEC", help="AMQP spec file: amqp0-8.xml or amqp0-9-1.xml")
     parser.add_argument("--url", type=broker_url, action="append", default=argparse.SUPPRESS,
                         help="broker URL, amqp://user:password@host:port/vhost or amqps://...;"
@@ -95,18 +167,20 @@ def make_parser(doc):
     parser.add_argument("--exchange", type=shortstr, default=EXCHANGE_NAME,
                         help='exchange name; "" is the broker\'s default exchange')
     parser.add_argument("--exchange-type", default="direct",
-                        choices=["direct", "fanout", "topic", "headers"])
-    parser.add_argument("--queue", type=shortstr, default=QUEUE_NAME)
+                        choices=["direct", "fanout", "topic", "headers"], help="exchange type")
+    parser.add_argument("--queue", type=shortstr, default=QUEUE_NAME, help="queue name")
     parser.add_argument("--routing-key", type=shortstr,
                         help="routing key (default: %s; the queue name with --exchange \"\")"
                              % ROUTING_KEY)
     parser.add_argument("--queue-type", default="classic", choices=["classic", "quorum"],
                         help="quorum: replicated, for clusters (RabbitMQ 3.8 and later)")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds to wait for the broker to answer when connecting")
-    parser.add_argument("--heartbeat", type=int, default=60,
-                        help="seconds between heartbeats; a broker silent for three is taken"
-                             " as gone (0: off)")
+    parser.add_argument("--timeout", type=seconds, default=10.0,
+                        help="seconds to wait for the broker to answer when connecting"
+                             " (above 0, at most %d)" % MAX_TIMEOUT)
+    # AMQP carries the heartbeat in a short (connection.tune-ok): 0 to 65535.
+    parser.add_argument("--heartbeat", type=short, default=60,
+                        help="seconds between heartbeats, 0 to 65535; a broker silent for three"
+                             " is taken as gone (0: off)")
     parser.add_argument("--password-file", metavar="PATH",
                         help="read the password from the first line of this file instead of the URL"
                              " (a password on the command line shows in ps)")
@@ -168,8 +242,8 @@ def load_spec(path):
         spec.classes.byname["basic"].methods.byname["publish"]
         spec.constants.byname["frame-end"]
     except FileNotFoundError as e:
-        raise UsageError("spec file %r not found: give the path of amqp0-8.xml or amqp0-9-1.xml"
-                         % path) from e
+        raise UsageError("%r is not a spec file: there is no such file (the first argument is"
+                         " the path of amqp0-8.xml or amqp0-9-1.xml)" % path) from e
     except OSError as e:
         raise UsageError("cannot read spec file %r: %s" % (path, e.strerror or e)) from e
     except Exception as e:
@@ -185,7 +259,7 @@ def service(reactor, spec, args, reconnect):
     except BadTLSFile as e:
         raise UsageError(e.worded(TLS_OPTIONS[e.parameter])) from e
     return AMQPService(reactor, spec, args.url, timeout=args.timeout, heartbeat=args.heartbeat,
-                       tls=tls, reconnect=reconnect, hints=hints(args))
+                       tls=tls, reconnect=reconnect, hints=hints(args.verbose))
 
 
 def queue_arguments(args):
@@ -194,7 +268,7 @@ def queue_arguments(args):
 
 
 def binding(args):
-    """queue.bind's routing key and arguments, by exchange type."""
+    """The routing key and arguments of the queue's binding, by exchange type."""
     if args.exchange_type == "fanout":
         return {"routing_key": ""}  # a fanout exchange ignores keys: one binding is enough
     if args.exchange_type == "headers":
@@ -204,9 +278,9 @@ def binding(args):
     return {"routing_key": args.routing_key}  # direct: that very key; topic: a pattern
 
 
-def hints(args):
+def hints(verbose):
     # With --verbose the traceback is shown already.
-    return {k: v for k, v in HINTS.items() if not (args.verbose and k == "unexpected")}
+    return {k: v for k, v in HINTS.items() if not (verbose and k == "unexpected")}
 
 
 def script(parser):
@@ -225,7 +299,7 @@ def script(parser):
             interruption = Interruption(reactor, d)
             # After reactor.run() has installed its own handlers, to replace them.
             reactor.callWhenRunning(interruption.install)
-            return d.addErrback(exit_with_one_line, parser.prog, args, interruption)
+            return d.addErrback(exit_with_one_line, parser.prog, args.verbose, interruption)
         return run
     return decorate
 
@@ -257,32 +331,56 @@ class Interruption:
         self.reactor.callFromThread(self.d.cancel)
 
 
-def exit_with_one_line(failure, prog, args, interruption):
+def exit_with_one_line(failure, prog, verbose, interruption):
     if failure.check(SystemExit):
         return failure
-    if args.verbose:
+    if verbose:
         traceback.print_exception(failure.type, failure.value, failure.getTracebackObject())
     status = 2 if failure.check(UsageError) else 1
     if failure.check(defer.CancelledError) and interruption.signal:
         line = "interrupted by %s before the end" % interruption.signal
     else:
-        line = explain(failure.value, hints=hints(args))
-    print("%s: error: %s" % (prog, line), file=sys.stderr, flush=True)
+        line = explain(failure.value, hints=hints(verbose))
+    print("%s: error: %s" % (prog, shorten(line, limit=1000, word=300)), file=sys.stderr, flush=True)
     raise SystemExit(status)
 
 
-# Characters that could move the cursor, change colours, hide or reorder
-# text: C0 and C1 controls, DEL, line separators and bidi overrides.
-UNSAFE = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029,
-          0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
-ESCAPES = str.maketrans({c: ("\\x%02x" % c if c < 0x100 else "\\u%04x" % c) for c in UNSAFE}
-                        | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
-
-
 def printable(body):
-    """A message body as one line of text that is safe to print to a terminal:
-    UTF-8 decoded, invalid bytes shown as \\xNN, control characters escaped."""
-    return body.decode("utf-8", "backslashreplace").translate(ESCAPES)
+    """A message body as one line of text that cannot drive a terminal nor
+    hide anything: UTF-8 decoded, with every character that str.isprintable()
+    rejects escaped, and the backslash too, so the line reads back to the
+    exact bytes (the rule is in the README, "What each script does")."""
+    # Bytes that are not UTF-8 become U+DC80..U+DCFF, written \xNN below.
+    text = body.decode("utf-8", "surrogateescape")
+    if text.isprintable() and "\\" not in text:  # the common case, at C speed
+        return text
+    return text.translate(Escapes())
+
+
+class Escapes(dict):
+    """str.translate's table for one body: each character's escape (or the
+    character itself), worked out the first time it occurs."""
+
+    def __missing__(self, code):
+        self[code] = escaped = escape(chr(code))
+        return escaped
+
+
+SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(char):
+    """One character of a decoded body as printable writes it."""
+    if char in SHORT_ESCAPES:
+        return SHORT_ESCAPES[char]
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x80:  # an ASCII control: the same byte in UTF-8
+        return "\\x%02x" % code
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+        return "\\x%02x" % (code - 0xDC00)
+    return "\\u%04x" % code if code <= 0xFFFF else "\\U%08x" % code
 
 
 def report_undecodable_properties(prog, msg):

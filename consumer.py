@@ -18,9 +18,12 @@ from twisted.internet import defer, task
 import common
 
 parser = common.make_parser(__doc__)
-parser.add_argument("--count", type=int, help="exit after this many messages")
-parser.add_argument("--prefetch", type=int, default=100,
-                    help="how many unacknowledged messages the broker may send ahead")
+parser.add_argument("--count", type=common.count,
+                    help="exit after this many messages (default: run until stopped)")
+# basic.qos carries prefetch-count in a short: 0 to 65535, where 0 means no limit.
+parser.add_argument("--prefetch", type=common.short, default=100,
+                    help="how many unacknowledged messages the broker may send ahead,"
+                         " 0 to 65535 (0: no limit)")
 parser.add_argument("--header", metavar="KEY=VALUE", dest="headers", type=common.header, action="append",
                     default=[], help="with --exchange-type headers: bind for messages that have this"
                                      " header (repeatable; the value is compared as a string)")

@@ -23,7 +23,7 @@ WINDOW_BYTES = 4 << 20  # and at most 4 MiB of their bodies (but always one mess
 parser = common.make_parser(__doc__)
 parser.add_argument("messages", metavar="MESSAGE", nargs="*",
                     help='a message to send; "-" sends each line of stdin as a message')
-parser.add_argument("--count", type=int, default=1, help="send each message this many times")
+parser.add_argument("--count", type=common.count, default=1, help="send each message this many times")
 parser.add_argument("--header", metavar="KEY=VALUE", dest="headers", type=common.header, action="append",
                     default=[], help="set this header on every message (repeatable); the value is sent"
                                      " as a string, so a consumer's --header must give it as the same string")

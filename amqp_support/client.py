@@ -62,7 +62,7 @@ from txamqp.message import Message
 
 from amqp_support import status
 from amqp_support.codec import FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, pack_frame, unpack_payload
-from amqp_support.errors import (ConsumerCancelled, FrameError, HeartbeatMissed, LoginRefused,
+from amqp_support.errors import (ConsumerCancelled, CutMidFrame, FrameError, HeartbeatMissed, LoginRefused,
                                  ProtocolRefused, UnexpectedMethod, UnsupportedTxamqp)
 
 TXAMQP_VERSION = "0.8.2"  # the release whose internals this module overrides
@@ -470,8 +470,8 @@ class AMQClient(protocol.AMQClient):
         self._stop_login_timer()
         if self.reason is None:
             if self._buffer:
-                reason = Failure(FrameError("the connection ended in the middle of a frame"
-                                            " (%d bytes of it came)" % len(self._buffer)))
+                reason = Failure(CutMidFrame("the connection ended in the middle of a frame"
+                                             " (%d bytes of it came)" % len(self._buffer)))
             elif self.logging_in:
                 reason = Failure(LoginRefused())
             self.reason = reason

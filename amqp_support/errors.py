@@ -52,6 +52,12 @@ class ProtocolRefused(Exception):
         self.header = bytes(header)
 
 
+class CutMidFrame(Exception):
+    """The connection ended in the middle of a frame: the broker went away
+    while it was sending (a shutdown with deliveries on their way, a network
+    cut). A lost connection like any other, not a protocol error."""
+
+
 class LoginRefused(Exception):
     """The broker hung up between our credentials and its connection.tune."""
 

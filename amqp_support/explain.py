@@ -19,8 +19,8 @@ from txamqp import client, queue
 from twisted.python.failure import Failure
 from txamqp.message import Message
 
-from amqp_support.errors import (ConsumerCancelled, Failed, FrameError, HeartbeatMissed, LoginRefused,
-                                 ProtocolRefused, UnexpectedMethod)
+from amqp_support.errors import (ConsumerCancelled, CutMidFrame, Failed, FrameError, HeartbeatMissed,
+                                 LoginRefused, ProtocolRefused, UnexpectedMethod)
 
 
 def reason_of(e, conn=None):
@@ -56,8 +56,22 @@ def protocol_refused(e, hints):
 def broker_closed(message):
     """connection.close or channel.close, as the broker explained it."""
     what = "connection" if message.method.klass.name == "connection" else "channel"
-    return "the broker closed the %s: %s %s%s" % (what, message.reply_code, message.reply_text,
-                                                  in_reply_to(message))
+    return "the broker closed the %s: %s" % (what, close_reason(message))
+
+
+def close_reason(message):
+    """The reply code and text of a close, and the method it answers."""
+    return "%s %s%s" % (message.reply_code, message.reply_text, in_reply_to(message))
+
+
+def channel_closed(e, conn=None):
+    """Why the broker closed the channel, if that is what ended this call, else
+    None. A channel error (406 on a declare, 403, a message too big) leaves
+    the connection as it was."""
+    e = reason_of(e, conn)
+    if isinstance(e, Message) and e.method.klass.name == "channel":
+        return close_reason(e)
+    return None
 
 
 def in_reply_to(message):
@@ -105,7 +119,7 @@ def explain(e, conn=None, hints=None):
         return broker_closed(e)
     if isinstance(e, (client.Closed, queue.Closed)):
         return "the connection closed"
-    if isinstance(e, (Failed, ConsumerCancelled, HeartbeatMissed, UnexpectedMethod)):
+    if isinstance(e, (Failed, ConsumerCancelled, CutMidFrame, HeartbeatMissed, UnexpectedMethod)):
         return str(e)
     if isinstance(e, ProtocolRefused):
         return protocol_refused(e, hints)

@@ -32,12 +32,12 @@ from txamqp.message import Message
 from amqp_support import status
 from amqp_support.client import AMQClient
 from amqp_support.endpoint import FailoverEndpoint
-from amqp_support.errors import ConnectionFailed, Failed, HeartbeatMissed
-from amqp_support.explain import explain, reason_of
+from amqp_support.errors import ConnectionFailed, CutMidFrame, Failed, HeartbeatMissed
+from amqp_support.explain import channel_closed, explain, reason_of
 
 TRANSIENT = (error.ConnectionRefusedError, error.DNSLookupError, error.TimeoutError,
              error.ConnectionDone, error.ConnectionLost, error.ConnectionClosed,
-             defer.TimeoutError, HeartbeatMissed)
+             defer.TimeoutError, HeartbeatMissed, CutMidFrame)
 
 
 def is_transient(e, conn=None):
@@ -144,9 +144,14 @@ class AMQPService(ClientService):
         if conn is not None:
             conn.abort()  # a failed login leaves it open
         broker = conn.broker if conn is not None else self.endpoint.broker
-        what = ("lost the connection to %s" if conn is not None and conn.logged_in
-                else "cannot connect to %s") % broker
-        line = "%s: %s" % (what, explain(e, conn, self.hints)) + (" (%s)" % note if note else "")
+        logged_in = conn is not None and conn.logged_in
+        why = channel_closed(e, conn) if logged_in else None
+        if why:  # the connection was fine: say what did end
+            what = "the broker at %s closed the channel" % broker
+        else:
+            what = ("lost the connection to %s" if logged_in else "cannot connect to %s") % broker
+            why = explain(e, conn, self.hints)
+        line = "%s: %s" % (what, why) + (" (%s)" % note if note else "")
         # Even without reconnecting, the first connection tries each broker once.
         first_round = (not self._ever_logged_in
                        and self.endpoint.attempts < len(self.endpoint.endpoints))

@@ -24,10 +24,31 @@ parser.add_argument("--consumer-tag", default="test_consumer_tag")
 
 # The same escaping as common.printable, so both consumers do the same work
 # per message (common itself is not imported: it would import Twisted).
-UNSAFE = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029,
-          0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
-ESCAPES = str.maketrans({c: ("\\x%02x" % c if c < 0x100 else "\\u%04x" % c) for c in UNSAFE}
-                        | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(char):
+    code = ord(char)
+    if char in SHORT_ESCAPES:
+        return SHORT_ESCAPES[char]
+    if char.isprintable():
+        return char
+    if code < 0x80 or 0xDC80 <= code <= 0xDCFF:
+        return "\\x%02x" % (code & 0xFF)
+    return "\\u%04x" % code if code <= 0xFFFF else "\\U%08x" % code
+
+
+class Escapes(dict):
+    def __missing__(self, code):
+        self[code] = escaped = escape(chr(code))
+        return escaped
+
+
+def printable(body):
+    text = body.decode("utf-8", "surrogateescape")
+    if text.isprintable() and "\\" not in text:
+        return text
+    return text.translate(Escapes())
 
 
 def main():
@@ -42,7 +63,7 @@ def main():
 
     def on_message(chan, method, properties, body):
         nonlocal received
-        text = body.decode("utf-8", "backslashreplace").translate(ESCAPES)
+        text = printable(body)
         print("Received: %s from channel #%d" % (text, chan.channel_number), flush=True)
         chan.basic_ack(delivery_tag=method.delivery_tag)
         received += 1

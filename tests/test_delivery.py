@@ -48,8 +48,9 @@ def test_message_sent_first_waits_in_queue(spec, vhost_url):
 BODIES = {
     "ascii": (b"hello", "hello"),
     "accents": ("d\u00e9j\u00e0 vu, \u00e7a va".encode(), "d\u00e9j\u00e0 vu, \u00e7a va"),
+    # The zero-width joiner is a format character: escaped, like every one.
     "emoji": ("\U0001f389 \U0001f468\u200d\U0001f469\u200d\U0001f467".encode(),
-              "\U0001f389 \U0001f468\u200d\U0001f469\u200d\U0001f467"),
+              "\U0001f389 \U0001f468\\u200d\U0001f469\\u200d\U0001f467"),
     "cjk": ("\u6d88\u606f\u961f\u5217 \u30e1\u30c3\u30bb\u30fc\u30b8".encode(),
             "\u6d88\u606f\u961f\u5217 \u30e1\u30c3\u30bb\u30fc\u30b8"),
     "empty": (b"", ""),
@@ -58,9 +59,11 @@ BODIES = {
     "escape-sequences": (b"\x1b[2J\x1b[31mred\x1b]0;title\x07\x9b6n\r\nnext",
                          "\\x1b[2J\\x1b[31mred\\x1b]0;title\\x07\\x9b6n\\r\\nnext"),
 }
-# All 256 byte values: C0 controls, DEL and invalid UTF-8 escaped, the rest kept.
+# All 256 byte values: C0 controls, DEL and invalid UTF-8 escaped, the backslash
+# doubled, the rest kept.
 BODIES["binary"] = (BODIES["binary"][0], "".join(
-    {9: "\\t", 10: "\\n", 13: "\\r"}.get(b, "\\x%02x" % b) if b < 0x20 or b >= 0x7F else chr(b)
+    {9: "\\t", 10: "\\n", 13: "\\r", 0x5C: "\\\\"}.get(b, "\\x%02x" % b)
+    if b < 0x20 or b >= 0x7F or b == 0x5C else chr(b)
     for b in range(256)))
 
 

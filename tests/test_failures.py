@@ -5,10 +5,15 @@ Every case runs twice (helpers.run_failing), as is and with --verbose, with
 helpers.PASSWORD in its URL: neither run may show the password anywhere on
 stdout or stderr. The stand_in fixture is in conftest.py."""
 
+import io
+import os
 import socket
+import sys
 
 import pytest
+from twisted.python.failure import Failure
 
+import common
 import helpers
 import standin
 from helpers import SECRET, fails
@@ -30,7 +35,7 @@ NOWHERE = "amqp://guest:%s@127.0.0.1:1/%%2F" % SECRET
 
 @pytest.mark.parametrize("script", ["producer.py", "consumer.py"])
 @pytest.mark.parametrize("spec, words", [
-    ("missing.xml", ["spec file 'missing.xml' not found"]),
+    ("missing.xml", ["'missing.xml' is not a spec file: there is no such file"]),
     ("tests", ["cannot read spec file 'tests'"]),
     ("requirements.txt", ["is not an AMQP spec file"]),
     ("tests/conftest.py", ["is not an AMQP spec file"]),
@@ -49,9 +54,9 @@ def test_xml_that_is_not_an_amqp_spec(tmp_path):
 @pytest.mark.parametrize("argv, words", [
     (["producer.py"], ["the following arguments are required: SPEC"]),
     (["producer.py", "amqp0-8.xml"], ["no message given"]),
-    (["producer.py", "amqp0-8.xml", "x", "--count", "many"], ["--count: invalid int value"]),
+    (["producer.py", "amqp0-8.xml", "x", "--count", "many"], ["--count: must be a whole number 1 or more, not 'many'"]),
     (["consumer.py", "amqp0-8.xml", "--prefetch", "-"], ["--prefetch"]),
-    (["consumer.py", "amqp0-8.xml", "--no-such-option"], ["unrecognized arguments: --no-such-option"]),
+    (["consumer.py", "amqp0-8.xml", "--no-such-option"], ["unrecognized option '--no-such-option'"]),
     (["consumer.py", "amqp0-8.xml", "--exchange-type", "round-robin"], ["--exchange-type: invalid choice"]),
     (["consumer.py", "amqp0-8.xml", "--queue", ""], ["--queue must not be empty"]),
     (["consumer.py", "amqp0-8.xml", "--queue", "q" * 256], ["longer than AMQP's 255 bytes"]),
@@ -62,6 +67,109 @@ def test_xml_that_is_not_an_amqp_spec(tmp_path):
 ])
 def test_usage_errors(argv, words):
     fails(run_script(*argv, url=NOWHERE), 2, *words)
+
+
+@pytest.fixture
+def nobody_url():
+    """A URL (with the password) where a listening socket notes every
+    connection: a usage error must be found before any."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        server.setblocking(False)
+
+        def connected():
+            try:
+                server.accept()[0].close()
+                return True
+            except BlockingIOError:
+                return False
+        yield "amqp://guest:%s@127.0.0.1:%d/%%2F" % (SECRET, server.getsockname()[1]), connected
+
+
+# What AMQP cannot carry (a short is 0..65535), what would retry forever or
+# do nothing: one line naming the option and its range, exit 2, no connection.
+# Undecodable bytes in argv arrive in Python as lone surrogates: os.fsdecode.
+NOT_UTF8 = os.fsdecode(b"caf\xe9\x1b")
+BIG = "m" * 60000
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["consumer.py", "amqp0-8.xml", "--prefetch", "-1"], ["argument --prefetch", "from 0 to 65535, not '-1'"]),
+    (["consumer.py", "amqp0-8.xml", "--prefetch", "65536"], ["argument --prefetch", "from 0 to 65535"]),
+    (["consumer.py", "amqp0-8.xml", "--heartbeat", "-5"], ["argument --heartbeat", "from 0 to 65535"]),
+    (["producer.py", "amqp0-8.xml", "x", "--heartbeat", "70000"], ["argument --heartbeat", "from 0 to 65535"]),
+    (["consumer.py", "amqp0-8.xml", "--timeout", "-1"], ["argument --timeout", "above 0 and at most 86400"]),
+    (["producer.py", "amqp0-8.xml", "x", "--timeout", "nan"], ["argument --timeout", "above 0", "'nan'"]),
+    (["consumer.py", "amqp0-8.xml", "--timeout", "0"], ["argument --timeout", "above 0"]),
+    (["consumer.py", "amqp0-8.xml", "--timeout", "1e300"], ["argument --timeout", "at most 86400"]),
+    (["consumer.py", "amqp0-8.xml", "--count", "0"], ["argument --count", "1 or more, not '0'"]),
+    (["consumer.py", "amqp0-8.xml", "--count", "-1"], ["argument --count", "1 or more"]),
+    (["producer.py", "amqp0-8.xml", "x", "--count", "-3"], ["argument --count", "1 or more"]),
+    (["consumer.py", "amqp0-8.xml", "--queue", NOT_UTF8], ["argument --queue", r"'caf\xe9\x1b' is not valid UTF-8"]),
+    (["producer.py", "amqp0-8.xml", "x", "--exchange", NOT_UTF8], ["argument --exchange", "not valid UTF-8"]),
+    (["producer.py", "amqp0-8.xml", "x", "--routing-key", NOT_UTF8], ["argument --routing-key", "not valid UTF-8"]),
+    (["producer.py", "hello world"], ["'hello world' is not a spec file"]),
+    (["producer.py", "amqp0-8.xml", "-x", BIG, BIG], ["unrecognized option '-x'", 'goes after "--"']),
+    (["producer.py", "amqp0-8.xml", "one", "-\x1b[2J", BIG], [r"unrecognized option '-\x1b[2J'"]),
+    (["consumer.py", "amqp0-8.xml", BIG], ["unexpected argument 'mmmm", "..."]),
+    (["consumer.py", "amqp0-8.xml", "--exchange-type", BIG], ["invalid choice", "(choose from"]),
+])
+def test_values_amqp_cannot_carry_are_usage_errors(argv, words, nobody_url):
+    url, connected = nobody_url
+    err = fails(run_script(*argv, url=url), 2, *words)
+    assert len(err) < 400 and "\x1b" not in err, err  # short, and nothing that drives the terminal
+    assert not connected()
+
+
+def test_a_message_that_starts_with_a_dash_goes_after_double_dash(broker, names):
+    sent = helpers.run_script("producer.py", "amqp0-9-1.xml", *names.args, "--", "-x", url=broker.url)
+    assert sent.returncode == 0, sent.stderr
+    assert helpers.get_all(broker.url, names.queue) == [b"-x"]
+
+
+def test_prefetch_zero_means_no_limit(broker, names):
+    helpers.declare(broker.url, names.exchange, names.queue, names.routing_key)
+    helpers.publish(broker.url, names.exchange, names.routing_key, b"m")
+    got = helpers.run_script("consumer.py", "amqp0-9-1.xml", "--prefetch", "0", "--count", "1",
+                             *names.args, url=broker.url)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"Received: m from channel #1\n"
+
+
+def help_entries(script):
+    """--help's text for each option: {"--queue": "queue name (default: ...)"}."""
+    result = helpers.run_script(script, "--help", url="amqp://")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode().split("options:", 1)[1]
+    entries = {}
+    for block in text.split("\n  -")[1:]:
+        names, _, rest = ("-" + block).partition("  ")
+        for name in names.replace(",", " ").split():
+            if name.startswith("-"):
+                entries[name] = " ".join(rest.split())
+    return entries
+
+
+@pytest.mark.parametrize("script, defaults, flags", [
+    ("consumer.py", {"--exchange": "test_message_exchange", "--exchange-type": "direct",
+                     "--queue": "test_message_queue", "--routing-key": "test_routing_key",
+                     "--queue-type": "classic", "--timeout": "10.0", "--heartbeat": "60",
+                     "--prefetch": "100", "--count": "run until stopped"},
+     ["--no-reconnect", "--verbose", "--help"]),
+    ("producer.py", {"--exchange": "test_message_exchange", "--queue": "test_message_queue",
+                     "--count": "1"},
+     ["--transient", "--retry", "--verbose"]),
+])
+def test_help_shows_each_default_once_and_true(script, defaults, flags):
+    entries = help_entries(script)
+    for name, text in entries.items():
+        assert text.count("(default:") <= 1, (name, text)
+        assert "(default: None)" not in text and "(default: False)" not in text, (name, text)
+    for name, default in defaults.items():
+        assert "(default: %s" % default in entries[name], (name, entries[name])
+    for name in flags:
+        assert "(default:" not in entries[name], (name, entries[name])
 
 
 def test_bad_url_in_environment():
@@ -126,7 +234,10 @@ def test_exchange_redeclared_with_another_type(spec, script, secret_url, names):
     assert first.returncode == 0, first.stderr
     message = ["x"] if script == "producer.py" else []
     again = run_script(script, spec, *message, *names.args, "--exchange-type", "fanout", url=secret_url)
-    fails(again, 1, "406 PRECONDITION_FAILED", "inequivalent arg 'type'", "exchange.declare")
+    err = fails(again, 1, "the broker at amqp://txamqp-secret-user@",
+                "closed the channel: 406 PRECONDITION_FAILED", "inequivalent arg 'type'",
+                "(in reply to exchange.declare)")
+    assert "lost the connection" not in err  # the channel ended, the connection was fine
 
 
 # --- what txamqp 0.8.2 would report as a lost connection, or not at all ------
@@ -210,3 +321,17 @@ def test_another_txamqp_release_is_refused_in_one_line(script, tmp_path):
     result = helpers.run_script(other, script, "amqp0-8.xml", "x", url=NOWHERE)
     fails(result, 1, "%s: error: amqp_support works with txamqp 0.8.2 only" % script,
           "txamqp 0.9.0 is installed", "pip install txamqp==0.8.2")
+
+
+def test_verbose_run_does_not_ask_for_verbose(monkeypatch):
+    # An unexpected exception: with --verbose, the traceback is already shown.
+    class Interruption:
+        signal = None
+    for verbose in (False, True):
+        stderr = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", stderr)
+        with pytest.raises(SystemExit):
+            common.exit_with_one_line(Failure(RuntimeError("odd")), "consumer.py", verbose, Interruption())
+        last = stderr.getvalue().splitlines()[-1]
+        assert last.startswith("consumer.py: error: RuntimeError: odd")
+        assert ("run with --verbose" in last) is not verbose, last

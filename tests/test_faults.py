@@ -14,6 +14,9 @@ from helpers import run_script
 
 QUEUE_TYPES = ["classic", "quorum"]
 STREAM = 2000
+PREFETCH = 100
+HEARTBEAT = 2  # seconds: --heartbeat in the silent broker test
+HEARTBEAT_SLACK = 4  # seconds the machine may add to the three intervals
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +44,34 @@ def wait_until_all_printed(consumers, bodies, timeout=90):
         time.sleep(0.1)
 
 
+def losses(script):
+    """How many times the script said it lost its connection."""
+    return script.stderr_text.count("lost the connection to")
+
+
+def assert_duplicates_within_prefetch(consumers, bodies, prefetch):
+    """The README's bound: a consumer that loses its connection (or dies)
+    gets again at most --prefetch messages, the ones it had printed but whose
+    ack the broker never saw."""
+    everything = [b for c in consumers for b in printed(c)]
+    assert set(everything) == set(bodies)
+    # A killed consumer says nothing, but its death is a loss too.
+    lost = sum(losses(c) + (c.returncode == -signal.SIGKILL) for c in consumers)
+    assert lost >= 1, "no connection was lost: nothing was tested"
+    duplicates = len(everything) - len(bodies)
+    assert duplicates <= prefetch * lost, (
+        "%d duplicate(s) after %d loss(es), more than --prefetch %d each" % (duplicates, lost, prefetch))
+
+
+def printed_while_down(consumer, bodies):
+    """With the broker down (stopped, or silent and given up on), nothing more
+    can come: what the consumer printed so far must not be all of the stream,
+    else the loss was not in the middle of it."""
+    so_far = set(printed(consumer))
+    assert so_far < set(bodies), "every message was printed before the broker went: make the stream longer"
+    return so_far
+
+
 def finish(consumer, broker, queue):
     consumer.send_signal(signal.SIGINT)
     assert consumer.wait(timeout=30) == 0, consumer.stderr_text
@@ -53,7 +84,8 @@ def test_consumer_killed_four_times(queue_type, broker, names, spawn):
     bodies = send_stream(broker, args)
     consumers = []
     for _ in range(4):
-        consumer = spawn("consumer.py", "amqp0-8.xml", "--prefetch", "50", *args, url=broker.url)
+        consumer = spawn("consumer.py", "amqp0-8.xml", "--prefetch", str(PREFETCH // 2), *args,
+                         url=broker.url)
         consumer.read_stdout_lines(200, timeout=30)
         consumer.send_signal(signal.SIGKILL)
         consumer.wait(timeout=10)
@@ -62,21 +94,20 @@ def test_consumer_killed_four_times(queue_type, broker, names, spawn):
     consumers.append(last)
     wait_until_all_printed(consumers, bodies)
     finish(last, broker, names.queue)
-    everything = [b for c in consumers for b in printed(c)]
-    assert set(everything) == set(bodies)
     # A killed consumer's printed-but-unacked messages come again: at most
     # its prefetch each time.
-    assert len(everything) - len(bodies) <= 4 * 50
+    assert_duplicates_within_prefetch(consumers, bodies, PREFETCH // 2)
 
 
 @pytest.mark.parametrize("queue_type", QUEUE_TYPES)
 def test_broker_stopped_and_started_while_consuming(queue_type, broker, names, spawn):
     args = [*names.args, "--queue-type", queue_type]
     bodies = send_stream(broker, args)
-    consumer = spawn("consumer.py", "amqp0-8.xml", *args, url=broker.url)
+    consumer = spawn("consumer.py", "amqp0-8.xml", "--prefetch", PREFETCH, *args, url=broker.url)
     consumer.read_stdout_lines(300, timeout=30)
     broker.stop()
     consumer.wait_for_stderr("reconnecting", timeout=30)
+    printed_while_down(consumer, bodies)
     broker.start()
     wait_until_all_printed([consumer], bodies)
     assert consumer.returncode is None, "the same process carries on"
@@ -84,27 +115,39 @@ def test_broker_stopped_and_started_while_consuming(queue_type, broker, names, s
     assert "lost the connection to" in err, err
     assert err.count("Waiting for messages") >= 2, "it consumed again after reconnecting"
     finish(consumer, broker, names.queue)
+    assert_duplicates_within_prefetch([consumer], bodies, PREFETCH)
 
 
 @pytest.mark.parametrize("queue_type", QUEUE_TYPES)
 def test_silent_broker_is_noticed_by_heartbeat(queue_type, broker, names, spawn):
     args = [*names.args, "--queue-type", queue_type]
     bodies = send_stream(broker, args)
-    consumer = spawn("consumer.py", "amqp0-8.xml", "--heartbeat", "1", "--timeout", "2", *args,
-                     url=broker.url)
+    consumer = spawn("consumer.py", "amqp0-8.xml", "--heartbeat", HEARTBEAT, "--timeout", "2",
+                     "--prefetch", PREFETCH, *args, url=broker.url)
     consumer.read_stdout_lines(300, timeout=30)
     pid = broker.os_pid
     os.kill(pid, signal.SIGSTOP)
     try:
         stopped = time.monotonic()
-        consumer.wait_for_stderr("no heartbeat from the broker for 3 s", timeout=20)
+        consumer.wait_for_stderr("no heartbeat from the broker for %d s" % (3 * HEARTBEAT), timeout=60)
         noticed = time.monotonic() - stopped
         consumer.wait_for_stderr("cannot connect to", timeout=20)  # and keeps trying
+        printed_while_down(consumer, bodies)
     finally:
         os.kill(pid, signal.SIGCONT)
+    # The README's promise: a silent broker is noticed after at most three
+    # heartbeat intervals of silence. The last frame came at or before the
+    # SIGSTOP, so the consumer must say so within three intervals of it, plus
+    # slack for this loaded 2-core machine (a late timer, the wait above
+    # polling). A check that counted its own heartbeats, or waited for more
+    # intervals than it says, fails this; a slow machine does not.
+    assert noticed <= 3 * HEARTBEAT + HEARTBEAT_SLACK, (
+        "the silence was noticed after %.1f s, not within 3 x %d s (+ %d s slack)"
+        % (noticed, HEARTBEAT, HEARTBEAT_SLACK))
     wait_until_all_printed([consumer], bodies)
     assert consumer.returncode is None
     finish(consumer, broker, names.queue)
+    assert_duplicates_within_prefetch([consumer], bodies, PREFETCH)
     print("silence noticed after %.1f s" % noticed)
 
 
@@ -145,6 +188,22 @@ def wait_for_depth(broker, queue, at_least, timeout=60):
 
 
 LONG_STREAM = 60000
+PROGRESS = re.compile(r"\(the broker had taken (\d+) message\(s\); (\d+) more were sent but not"
+                      r" confirmed\)")
+
+
+def progress_at_losses(producer):
+    """(taken, sent but not confirmed) for each loss the producer reported."""
+    return [(int(taken), int(unconfirmed)) for taken, unconfirmed in PROGRESS.findall(producer.stderr_text)]
+
+
+def assert_mid_stream(taken, unconfirmed, total):
+    """The connection went while the producer was still sending: the broker
+    had taken some messages, and the producer had not yet sent them all
+    (else the test would not have tested a loss in the middle of a stream)."""
+    assert taken > 0, "the broker had taken nothing: the loss came before the stream"
+    assert taken + unconfirmed < total, (
+        "all %d messages were sent before the loss: make the stream longer" % total)
 
 
 @pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
@@ -161,10 +220,18 @@ def test_producer_with_retry_survives_a_broker_restart(spec, queue_type, broker,
     assert "lost the connection to" in err and "; reconnecting" in err, err
     assert err.endswith("Sent %d message(s) to exchange %r with routing key %r.\n"
                         % (LONG_STREAM, names.exchange, names.routing_key)), err
+    losses = progress_at_losses(producer)
+    assert losses, err
+    assert_mid_stream(*losses[0], LONG_STREAM)
     got = helpers.get_all(broker.url, names.queue)
     assert set(got) == set(bodies), "lost: %d" % len(set(bodies) - set(got))
     assert helpers.queue_depth(broker.url, names.queue) == 0
-    print("%d duplicate(s) after the restart" % (len(got) - len(bodies)))
+    # Only what was sent but not confirmed when a connection went is sent
+    # again, so only that can arrive twice.
+    resent = sum(unconfirmed for _, unconfirmed in losses)
+    assert len(got) - len(bodies) <= resent, (
+        "%d duplicate(s), but only %d message(s) were sent again" % (len(got) - len(bodies), resent))
+    print("%d duplicate(s) after the restart; progress at each loss: %s" % (len(got) - len(bodies), losses))
 
 
 @pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
@@ -176,10 +243,10 @@ def test_producer_without_retry_says_what_the_broker_took(spec, broker, names, s
     broker.stop()
     assert producer.wait(timeout=60) == 1, producer.stderr_text
     [line] = producer.stderr_text.splitlines()
-    found = re.search(r"\(the broker had taken (\d+) message\(s\); (\d+) more were sent but not"
-                      r" confirmed\)$", line)
-    assert line.startswith("producer.py: error: lost the connection to amqp://guest@") and found, line
-    taken = int(found.group(1))
+    assert line.startswith("producer.py: error: lost the connection to amqp://guest@"), line
+    [(taken, unconfirmed)] = progress_at_losses(producer)
+    assert line.endswith(" confirmed)"), line
+    assert_mid_stream(taken, unconfirmed, LONG_STREAM)
     broker.start()
     got = set(helpers.get_all(broker.url, names.queue))
     assert set(bodies[:taken]) <= got, "a message counted as taken is missing"

@@ -220,14 +220,15 @@ def slow_payload(payload):
 
 @st.composite
 def payloads(draw, spec):
+    """A method with every argument, or a basic content header with some of
+    its properties. Every field of every method and property gets a value: a
+    field type FIELD_VALUES lacks is a KeyError here, not an example skipped."""
     from txamqp.connection import Header
     if draw(st.booleans()):
         method = draw(st.sampled_from(methods(spec)))
-        return Method(method, *[draw(FIELD_VALUES[f.type]) for f in method.fields
-                                if f.type in FIELD_VALUES])
+        return Method(method, *[draw(FIELD_VALUES[f.type]) for f in method.fields])
     klass = spec.classes.byname["basic"]
-    fields = draw(st.lists(st.sampled_from([f for f in klass.fields if f.type in FIELD_VALUES]),
-                           unique=True, max_size=4))
+    fields = draw(st.lists(st.sampled_from(list(klass.fields)), unique=True, max_size=4))
     return Header(klass, 0, draw(st.integers(0, 2**64 - 1)),
                   **{f.name: draw(FIELD_VALUES[f.type]) for f in fields})
 
@@ -239,8 +240,6 @@ def test_fast_codec_agrees_with_the_codec(name, data):
     from amqp_support import codec
     spec = SPECS[name]
     payload = data.draw(payloads(spec))
-    if isinstance(payload, Method) and len(payload.args) != len(payload.method.fields):
-        return  # a field type FIELD_VALUES lacks
     fast = codec.fast_payload(payload)
     slow = slow_payload(payload)
     if fast is not None:

@@ -100,8 +100,10 @@ CONSUMING_CASES = {
     "garbage": (while_consuming(b"HTTP/1.1 400 Bad Request\r\n\r\n"), ["unknown frame type 72"]),
     "oversized frame length": (while_consuming(struct.pack("!BHI", 3, 1, 200000)),
                                ["frame of 200008 bytes, over the agreed maximum of 131072"]),
+    # With --no-reconnect (added below): a connection cut mid-frame is a lost
+    # connection, which a reconnecting consumer retries.
     "truncated frame, then close": (while_consuming(deliver()[:15], then="close"),
-                                    ["the connection ended in the middle of a frame"]),
+                                    ["lost the connection", "the connection ended in the middle of a frame"]),
     "wrong frame-end byte": (while_consuming(deliver()[:-1] + b"\xcf"), ["0xCF"]),
     "malformed method payload": (while_consuming(frame(1, 1, b"\x00\x3c\x00\x3c\x05ab")),
                                  ["basic.deliver method frame shorter than its fields"]),
@@ -130,7 +132,9 @@ def test_hostile_broker_during_login(case, stand_in):
 def test_hostile_broker_while_consuming(case, stand_in):
     script, words = CONSUMING_CASES[case]
     server = stand_in(script)
-    result = helpers.run_failing("consumer.py", "amqp0-8.xml", "--timeout", "2", url=server.url, timeout=30)
+    options = ["--no-reconnect"] if case == "truncated frame, then close" else []
+    result = helpers.run_failing("consumer.py", "amqp0-8.xml", "--timeout", "2", *options,
+                                 url=server.url, timeout=30)
     err = result.stderr.decode("utf-8", "backslashreplace")
     # The consumer said it was waiting; then one line for the failure.
     assert err.startswith("Waiting for messages on queue 'test_message_queue'."), err
@@ -170,3 +174,43 @@ def test_frame_size_below_amqps_minimum_is_refused(stand_in):
     server = stand_in(tuned_with(1024, []))
     helpers.fails(helpers.run_script("producer.py", "amqp0-8.xml", "x", url=server.url), 1,
                   "frame size of 1024 bytes", "below AMQP's minimum of 4096")
+
+
+def answer_until(frames, conn, last, spec=standin.SPEC_08):
+    """Go on answering the client's methods with their -ok, up to last."""
+    while (data := frames.next()) is not None:
+        class_id, method_id = struct.unpack("!HH", data[7:11])
+        method = spec.classes.byid[class_id].methods.byid[method_id]
+        channel = int.from_bytes(data[1:3], "big")
+        if method.name + "-ok" in method.klass.methods.byname:
+            conn.sendall(standin.method_frame("%s.%s-ok" % (method.klass.name, method.name),
+                                              channel=channel, spec=spec))
+        if "%s.%s" % (method.klass.name, method.name) == last:
+            return
+
+
+def test_connection_cut_mid_frame_is_a_lost_connection(stand_in):
+    """A broker that goes away while it sends (RabbitMQ shutting down with
+    deliveries on their way, a network cut) leaves part of a frame behind.
+    That is a lost connection like any other: the consumer reconnects and
+    goes on, it does not give up as if the broker spoke something else."""
+    connections = []
+
+    def script(conn):
+        connections.append(conn)
+        frames = play_broker_until(conn, "basic.consume")
+        if len(connections) == 1:
+            conn.sendall(deliver()[:15])  # then close, mid-frame
+            return
+        conn.sendall(deliver() + frame(2, 1, struct.pack("!HHQH", 60, 0, 5, 0)) + frame(3, 1, b"hello"))
+        answer_until(frames, conn, "connection.close")
+
+    server = stand_in(script)
+    result = helpers.run_script("consumer.py", "amqp0-8.xml", "--count", "1", "--timeout", "5",
+                                url=server.url, timeout=60)
+    err = result.stderr.decode("utf-8", "backslashreplace")
+    assert result.returncode == 0, err
+    assert result.stdout == b"Received: hello from channel #1\n"
+    assert "the connection ended in the middle of a frame" in err and "reconnecting" in err, err
+    assert len(connections) == 2
+    assert not server.script_errors

@@ -25,7 +25,11 @@ PRINTED = [
     "producer-to-consumer test message 1",
     "d\u00e9j\u00e0 vu \u6d88\u606f \U0001f389",
     "caf\\xe9 \\xff\\xfe\\x80",
-    None,  # checked by length below
+    # Every byte: printable ASCII as itself, tab and CR as \t and \r, every
+    # other control character, DEL and each byte of 0x80-0xFF (none of them
+    # valid UTF-8 alone) as \xNN.
+    "".join({0x09: "\\t", 0x0D: "\\r"}.get(b, chr(b) if 0x20 <= b < 0x7F else "\\x%02x" % b)
+            for b in range(256) if b != 0x0A),
     "",
 ]
 
@@ -41,6 +45,16 @@ PROPERTIES = pika.BasicProperties(
     type="example", user_id="guest", app_id="pika")
 
 
+def assert_properties_as_published(properties):
+    """properties (pika's, as a consumer received them) are PROPERTIES, every
+    header value of the type it was published with (True, not 1)."""
+    assert vars(properties) == vars(PROPERTIES)
+    for key, value in PROPERTIES.headers.items():
+        got = properties.headers[key]
+        assert isinstance(got, type(value)), (key, got)
+    assert properties.headers["table"]["nested"] == [1, "two", None]
+
+
 @pytest.mark.parametrize("spec", SPECS)
 def test_pika_publishes_consumer_reads(spec, broker, names):
     helpers.declare(broker.url, names.exchange, names.queue, names.routing_key)
@@ -49,15 +63,17 @@ def test_pika_publishes_consumer_reads(spec, broker, names):
         ch.confirm_delivery()
         for body in BODIES:
             ch.basic_publish(names.exchange, names.routing_key, body, PROPERTIES, mandatory=True)
+    # What consumer.py is given: each message with every property and header
+    # as published (pika reads them and puts them back, in order). It prints
+    # no property, so that it is not derailed by them is what it can show.
+    queued = helpers.get_all(broker.url, names.queue, ack=False, with_properties=True)
+    assert [body for body, _ in queued] == BODIES
+    for _, properties in queued:
+        assert_properties_as_published(properties)
     got = run_script("consumer.py", spec, "--count", str(len(BODIES)), *names.args, url=broker.url)
     assert got.returncode == 0, got.stderr
     lines = got.stdout.decode().split("\n")
-    assert lines[-1] == "" and len(lines) == len(BODIES) + 1
-    for line, text in zip(lines, PRINTED):
-        assert line.startswith("Received: ") and line.endswith(" from channel #1")
-        if text is not None:
-            assert line == "Received: %s from channel #1" % text
-    assert lines[3].startswith("Received: \\x00\\x01\\x02") and "\\n" not in lines[3]
+    assert lines == ["Received: %s from channel #1" % text for text in PRINTED] + [""]
     assert helpers.queue_depth(broker.url, names.queue) == 0  # each one acked
 
 

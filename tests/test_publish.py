@@ -88,14 +88,21 @@ def test_producer_waits_while_the_broker_is_low_on_memory(spec, broker, names, s
         wait_for_blocked_connection(broker)
         if spec == "amqp0-9-1.xml":  # AMQP 0-8 cannot tell
             producer.wait_for_stderr("The broker blocked the connection (low on memory); waiting")
-        time.sleep(1)
-        assert producer.returncode is None, producer.stderr_text
+        # From here the broker reads nothing from the producer, so it cannot
+        # have taken every message and the producer cannot rightly be done:
+        # check so after that point (no sleep), then that its connection is
+        # still there and blocked, and the producer still running, right
+        # before the alarm is cleared.
         assert helpers.queue_depth(broker.url, names.queue) < len(bodies)
+        wait_for_blocked_connection(broker)
+        assert producer.returncode is None, producer.stderr_text
     finally:
         broker.ctl("set_vm_memory_high_watermark", "0.4")  # RabbitMQ's default
     assert producer.wait(timeout=60) == 0, producer.stderr_text
     if spec == "amqp0-9-1.xml":
-        assert "The broker unblocked the connection" in producer.stderr_text
+        err = producer.stderr_text
+        assert (err.index("The broker blocked the connection") < err.index("The broker unblocked the connection")
+                < err.index("Sent ")), err
     assert helpers.get_all(broker.url, names.queue) == bodies
 
 
