@@ -17,8 +17,7 @@ import helpers
 from amqp_support import publish
 from amqp_support.client import UnexpectedMethod
 from amqp_support.errors import Failed
-from helpers import run_script
-from test_failures import fails
+from helpers import fails, run_script
 
 SPECS = ["amqp0-8.xml", "amqp0-9-1.xml"]
 
