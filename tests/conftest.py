@@ -77,21 +77,34 @@ def rabbitmq3(tmp_path_factory):
         executor.shut_down()
 
 
+_rabbitmq4_missing = []  # why the rabbitmq4 fixture skipped, if it did
+
+
 @pytest.fixture(scope="session")
 def rabbitmq4(tmp_path_factory):
     """A real RabbitMQ 4 node (Debian 13's package, from tools/rabbitmq4.py's
     chroot); skips the test, saying why and how to get it, where it cannot run."""
-    if EXTERNAL_URL:
-        pytest.skip("RabbitMQ 4 cases need the tests' own throwaway node, "
-                    "but AMQP_URL points the tests at an existing broker")
-    problem = rabbitmq4_module.unavailable()
+    problem = ("RabbitMQ 4 cases need the tests' own throwaway node, but AMQP_URL points "
+               "the tests at an existing broker") if EXTERNAL_URL else rabbitmq4_module.unavailable()
     if problem:
-        pytest.skip(problem)
+        _rabbitmq4_missing.append(f"RabbitMQ 4 cases skipped: {problem}")
+        pytest.skip(_rabbitmq4_missing[-1])
     node, executor = start_node(tmp_path_factory, "rabbitmq4", major=4)
     try:
         yield node
     finally:
         executor.shut_down()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Report every skip for want of RabbitMQ 4 at the rabbitmq4 fixture, not at
+    each test, so that pytest -ra folds them into one line."""
+    report = yield
+    if report.skipped and isinstance(report.longrepr, tuple) and _rabbitmq4_missing \
+            and report.longrepr[2].endswith(_rabbitmq4_missing[-1]):
+        report.longrepr = (__file__, rabbitmq4.__wrapped__.__code__.co_firstlineno, report.longrepr[2])
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -63,8 +63,8 @@ class IsolatedRabbitMqExecutor(RabbitMqExecutor):
         )
         self.chrooted = chrooted
         if chrooted:
-            # Its own epmd, in the node's process namespace: it ends with the node,
-            # and a node of the chroot's Erlang never registers with the system's.
+            # An epmd of its own (the chroot's Erlang, not the system's), which
+            # stop() ends with the node: it carries the node's environment.
             epmd_port = get_port(None, [port, dist_port, *STANDARD_PORTS])
             self._envvars.update(ERL_EPMD_PORT=str(epmd_port), PATH="/usr/sbin:/usr/bin:/sbin:/bin")
             uid, gid = rabbitmq4.user_ids()

@@ -9,9 +9,8 @@ tools/test.py builds it when it runs as root; tests/rabbitmq_nodes.py starts
 throwaway RabbitMQ 4 nodes in it. Standard library only: tools/test.py imports
 this before any virtualenv exists.
 
-Nothing stays mounted: every program run inside gets a mount and a process
-namespace of its own (unshare) with /proc and /dev mounted there, so the mounts,
-and an epmd the node starts, end with it.
+Nothing stays mounted: every program run inside gets a mount namespace of its
+own (unshare) with /proc and /dev mounted there, so the mounts end with it.
 """
 
 import fcntl
@@ -61,9 +60,9 @@ def inside(path):
 
 
 def command(argv):
-    """The command line that runs argv inside ROOTFS as its rabbitmq user, in
-    namespaces of its own (their /proc and a bind of /dev go when it ends)."""
-    return ["unshare", "--mount", "--pid", "--fork", "--kill-child", f"--mount-proc={ROOTFS}/proc",
+    """The command line that runs argv inside ROOTFS as its rabbitmq user, in a
+    mount namespace of its own (its /proc and bind of /dev go when it ends)."""
+    return ["unshare", "--mount", f"--mount-proc={ROOTFS}/proc",
             "sh", "-c", 'mount --bind /dev "$0/dev" && exec chroot --userspec=rabbitmq:rabbitmq "$0" "$@"',
             str(ROOTFS), *argv]
 
