@@ -5,6 +5,10 @@ broker fixture); these are about what only RabbitMQ 4 shows. They skip, saying
 why and how to get it, where tools/rabbitmq4.py's chroot cannot run.
 """
 
+import secrets
+
+import pika
+import pika.exceptions
 import pytest
 
 import helpers
@@ -43,3 +47,20 @@ def test_message_over_16_mib(broker, names):
     else:
         assert sent.returncode == 0, sent.stderr
         assert helpers.get_all(broker.url, names.queue) == [body]
+
+
+def test_scripts_use_no_feature_rabbitmq_4_deprecates(rabbitmq4):
+    """conftest.py's RABBITMQ4_CONFIG refuses the deprecated features (here: a
+    transient queue that is not exclusive), and the scripts' queue passes."""
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq4.url))
+    with pytest.raises(pika.exceptions.AMQPError, match="transient_nonexcl_queues"):
+        connection.channel().queue_declare(f"q.transient.{secrets.token_hex(3)}", durable=False)
+    if connection.is_open:
+        connection.close()
+    queue = f"q.durable.{secrets.token_hex(3)}"
+    args = ["--queue", queue, "--exchange", "", "--routing-key", queue]
+    sent = run_script("producer.py", "amqp0-9-1.xml", "kept", *args, url=rabbitmq4.url)
+    assert sent.returncode == 0, sent.stderr
+    got = run_script("consumer.py", "amqp0-9-1.xml", "--count", "1", "--prefetch", "5", *args, url=rabbitmq4.url)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"Received: kept from channel #1\n"
