@@ -37,6 +37,10 @@ def unavailable():
     missing = [tool for tool in TOOLS if not shutil.which(tool)]
     if missing:
         return f"RabbitMQ 4 needs {', '.join(missing)} (apt-get install util-linux coreutils mount)"
+    tried = subprocess.run(command(["true"]), capture_output=True, text=True)
+    if tried.returncode:  # in a container without the right to mount or chroot, say
+        why = (tried.stderr.strip().splitlines() or ["no message"])[-1]
+        return f"cannot run a program in RabbitMQ 4's chroot ({why}): run the tests where root may mount and chroot"
     return None
 
 
