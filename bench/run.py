@@ -3,7 +3,7 @@
     tox -e bench                      # or: python bench/run.py [options]
     python bench/run.py --quick       # a smoke run: small counts, 2 rounds
 
-Starts a throwaway RabbitMQ node (the tests' way: tests/conftest.py), then runs
+Starts a throwaway RabbitMQ node (the tests' way: tests/rabbitmq_nodes.py), then runs
 every client as a whole process, in alternating rounds, on that node: the same
 exchange, queue and binding (durable), 100-byte persistent bodies, the same
 prefetch, one ack per message. Prints a Markdown table and writes it to

@@ -55,6 +55,7 @@ def assert_properties_as_published(properties):
     assert properties.headers["table"]["nested"] == [1, "two", None]
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_pika_publishes_consumer_reads(spec, broker, names):
     helpers.declare(broker.url, names.exchange, names.queue, names.routing_key)
@@ -92,6 +93,7 @@ def pika_consume(url, queue, count):
     return got
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_producer_publishes_pika_reads(spec, broker, names):
     stdin = b"".join(body + b"\n" for body in BODIES)
