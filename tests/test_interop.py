@@ -25,10 +25,10 @@ PRINTED = [
     "producer-to-consumer test message 1",
     "d\u00e9j\u00e0 vu \u6d88\u606f \U0001f389",
     "caf\\xe9 \\xff\\xfe\\x80",
-    # Every byte: printable ASCII as itself, tab and CR as \t and \r, every
-    # other control character, DEL and each byte of 0x80-0xFF (none of them
-    # valid UTF-8 alone) as \xNN.
-    "".join({0x09: "\\t", 0x0D: "\\r"}.get(b, chr(b) if 0x20 <= b < 0x7F else "\\x%02x" % b)
+    # Every byte: printable ASCII as itself but the backslash, doubled; tab and
+    # CR as \t and \r; every other control character, DEL and each byte of
+    # 0x80-0xFF (none of them valid UTF-8 alone) as \xNN.
+    "".join({0x09: "\\t", 0x0D: "\\r", 0x5C: "\\\\"}.get(b, chr(b) if 0x20 <= b < 0x7F else "\\x%02x" % b)
             for b in range(256) if b != 0x0A),
     "",
 ]
