@@ -68,11 +68,11 @@ def report(args, results):
     return out
 
 
-def add_arguments(parser):
-    parser.add_argument("--huge", type=int, default=100,
-                        help="MiB of the one-line case (0: skip; RabbitMQ 3.10 refuses above 128)")
-    parser.add_argument("--one-mib", type=int, nargs="*", default=[100, 400],
-                        help="numbers of 1 MiB lines, one run each")
+def add_arguments(parser, huge=100, one_mib=(100, 400)):
+    parser.add_argument("--huge", type=int, default=huge,
+                        help=f"MiB of the one-line case (0: skip; RabbitMQ 3.10 refuses above 128; default {huge})")
+    parser.add_argument("--one-mib", type=int, nargs="*", default=one_mib,
+                        help=f"numbers of 1 MiB lines, one run each (default {one_mib})")
 
 
 def main():

@@ -4,6 +4,7 @@ that checks the queues between runs."""
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ class Run:
     rss_mib: float | None  # peak RSS after exec (VmHWM), None if the process was too quick to see
     lines: int = 0  # stdout lines seen
     stderr: str = ""
+    started: float = 0.0  # time.monotonic() just before the process was started
 
     def rate(self, n):
         return n / self.seconds
@@ -46,12 +48,12 @@ class Run:
 
 # --- running one process ----------------------------------------------------------
 
-def write_bodies(path, n, tag=b""):
-    """n lines, each a body of BODY_SIZE bytes, to path."""
+def write_bodies(path, n, tag=b"", size=BODY_SIZE):
+    """n lines, each a body of size bytes (at least 10 + len(tag)), to path."""
     with open(path, "wb") as f:
         for i in range(n):
             head = b"%s%09d " % (tag, i)
-            f.write(head + b"x" * (BODY_SIZE - len(head)) + b"\n")
+            f.write(head + b"x" * (size - len(head)) + b"\n")
 
 
 def feed(fd, data, started, box):
@@ -141,7 +143,7 @@ def run(cmd, stdin_data=None, watch_stdout=False):
     if proc.returncode != 0:
         raise BenchError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {stderr.strip()[-2000:]}")
     return Run(seconds, box.get("first"), usage.ru_utime + usage.ru_stime, box.get("rss"),
-               box.get("lines", 0), stderr)
+               box.get("lines", 0), stderr, started)
 
 
 # --- the clients ------------------------------------------------------------------
@@ -154,8 +156,9 @@ def ours_producer(url, spec, message="-", queue=QUEUE, key=KEY):
     return [PY, "producer.py", spec, message, "--url", url, *names(queue, key)]
 
 
-def ours_consumer(url, spec, n, prefetch):
-    return [PY, "consumer.py", spec, "--count", str(n), "--prefetch", str(prefetch), "--url", url, *names()]
+def ours_consumer(url, spec, n, prefetch, queue=QUEUE, key=KEY):
+    return [PY, "consumer.py", spec, "--count", str(n), "--prefetch", str(prefetch), "--url", url,
+            *names(queue, key)]
 
 
 def pika_producer(url, confirm, message="-", queue=QUEUE, key=KEY):
@@ -165,6 +168,27 @@ def pika_producer(url, confirm, message="-", queue=QUEUE, key=KEY):
 
 def pika_consumer(url, n, prefetch):
     return [PY, str(HERE / "pika_consumer.py"), url, "--count", str(n), "--prefetch", str(prefetch), *names()]
+
+
+def aio_pika_producer(url, message="-", in_flight=1000, queue=QUEUE, key=KEY):
+    return [PY, str(HERE / "aio_pika_producer.py"), url, message, "--in-flight", str(in_flight), *names(queue, key)]
+
+
+def aio_pika_consumer(url, n, prefetch):
+    return [PY, str(HERE / "aio_pika_consumer.py"), url, "--count", str(n), "--prefetch", str(prefetch), *names()]
+
+
+AMQP_PUBLISH = shutil.which("amqp-publish")
+AMQP_TOOLS_HINT = ("amqp-publish not found: install Debian's amqp-tools (apt-get install -y amqp-tools) "
+                   "to compare with it; skipping that anchor")
+
+
+def amqp_publish(url, message=None, key=KEY):
+    """Debian's amqp-tools (C, librabbitmq): with no message, -l publishes each
+    stdin line as one message, in one process; -p makes them persistent. It
+    declares nothing and waits for no confirm."""
+    body = ["-l"] if message is None else ["-b", message]
+    return [AMQP_PUBLISH, "-u", url, "-e", EXCHANGE, "-r", key, "-p", *body]
 
 
 class QueueProbe:
@@ -185,6 +209,24 @@ class QueueProbe:
             if time.monotonic() > deadline or depth > n:
                 raise BenchError(f"after {what}, {queue} holds {depth} message(s), not {n}")
             time.sleep(0.05)
+
+    def wait_depth(self, n, what, queue=QUEUE, wait=120, poll=0.005):
+        """Poll the queue (passive queue.declare) until it holds n messages;
+        return time.monotonic() at the first reading of n."""
+        deadline = time.monotonic() + wait
+        while (depth := self.depth(queue)) != n:
+            if time.monotonic() > deadline or depth > n:
+                raise BenchError(f"after {what}, {queue} holds {depth} message(s), not {n}")
+            time.sleep(poll)
+        return time.monotonic()
+
+    def fill(self, bodies, queue=QUEUE, key=KEY):
+        """Publish bodies (persistent, no confirms) into the empty queue from this process, untimed,
+        and wait until the queue holds them all."""
+        properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+        for body in bodies:
+            self.chan.basic_publish(EXCHANGE, key, body, properties)
+        self.wait_depth(len(bodies), "filling the queue", queue)
 
     def purge(self, queue=QUEUE):
         self.chan.queue_purge(queue)

@@ -13,6 +13,8 @@ import sys
 
 import pika
 
+from printable import printable
+
 parser = argparse.ArgumentParser()
 parser.add_argument("url")
 parser.add_argument("--count", type=int, required=True)
@@ -21,34 +23,6 @@ parser.add_argument("--exchange", default="test_message_exchange")
 parser.add_argument("--queue", default="test_message_queue")
 parser.add_argument("--routing-key", default="test_routing_key")
 parser.add_argument("--consumer-tag", default="test_consumer_tag")
-
-# The same escaping as common.printable, so both consumers do the same work
-# per message (common itself is not imported: it would import Twisted).
-SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def escape(char):
-    code = ord(char)
-    if char in SHORT_ESCAPES:
-        return SHORT_ESCAPES[char]
-    if char.isprintable():
-        return char
-    if code < 0x80 or 0xDC80 <= code <= 0xDCFF:
-        return "\\x%02x" % (code & 0xFF)
-    return "\\u%04x" % code if code <= 0xFFFF else "\\U%08x" % code
-
-
-class Escapes(dict):
-    def __missing__(self, code):
-        self[code] = escaped = escape(chr(code))
-        return escaped
-
-
-def printable(body):
-    text = body.decode("utf-8", "surrogateescape")
-    if text.isprintable() and "\\" not in text:
-        return text
-    return text.translate(Escapes())
 
 
 def main():

@@ -1,27 +1,33 @@
-"""Benchmark producer.py and consumer.py against pika doing the same work.
+"""Benchmark producer.py and consumer.py against the clients a user would pick.
 
-    tox -e bench                      # or: python bench/run.py [options]
-    python bench/run.py --quick       # a smoke run: small counts, 2 rounds
+    tox -e bench                                    # or: python bench/run.py [options]
+    python bench/run.py --messages 2000 --rounds 1  # a smoke run (about a minute)
 
-Starts a throwaway RabbitMQ node (the tests' way: tests/conftest.py), then runs
-every client as a whole process, in alternating rounds, on that node: the same
-exchange, queue and binding (durable), 100-byte persistent bodies, the same
-prefetch, one ack per message. Prints a Markdown table and writes it to
-bench/results.md. It measures and reports; it asserts no timings. It does
-check that the work was done (every message in the queue after a producer,
-none left after a consumer) and stops if not: a fast wrong client is no result.
+Starts a throwaway RabbitMQ node (bench/node.py: the tests' way,
+tests/rabbitmq_nodes.py), then runs every client as a
+whole process, in rounds whose client order is rotated each round, on that
+node: the same durable exchange, queue and binding, small persistent bodies
+(16 bytes by default), prefetch 100 and one ack per message for consumers.
+Prints a Markdown table and writes it to bench/results.md. It measures and
+reports; it asserts no timings. It checks that the work was done (every
+message in the queue, none left after a consumer) and stops if not.
 
-What is measured, per process:
-- whole process: msg/s from just before the process is started to its exit;
-- from first message: the producer's stdin is a pipe shrunk to one page, so
-  the moment the producer first reads it (after imports, connect, login,
-  declare) is seen by the writer; the consumer's stdout is a pipe the bench
-  drains, and its first line marks the first message; msg/s from then to exit;
-- CPU: user + system seconds of the process (os.wait4), per message;
-- peak RSS: VmHWM from /proc, read every 20 ms (ru_maxrss would count the
-  bench's own memory, copied into the child before exec); also with large
-  bodies (bench/large_bodies.py: one 100 MiB line, runs of 1 MiB lines), ours
-  and pika's in the same run.
+What is measured is what a user gets:
+- a producer: from just before its process starts until the queue holds all N
+  messages (the bench polls the queue's depth with a passive queue.declare once
+  the process has exited: a client without confirms may exit before the broker
+  has queued its backlog, and gets no credit for it);
+- a consumer: N messages already in the queue, from just before its process
+  starts until it has printed N lines and exited (after acking each); the
+  queue must then be empty;
+- one message: start to exit of a producer sending one message (min of
+  several runs), beside a bare `python -c "from twisted.internet import
+  reactor"`, pika and amqp-publish;
+- peak RSS (VmHWM from /proc, read every 20 ms): each run; our scripts with
+  --medium and --big messages (a lazy queue); producers with 1 MiB bodies
+  (bench/large_bodies.py).
+Ratios ours / anchor are taken within a round, then reported as min / median
+/ max; the goals are checked against the medians.
 """
 
 import argparse
@@ -29,7 +35,9 @@ import contextlib
 import datetime
 import os
 import platform
+import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -37,119 +45,142 @@ from importlib import metadata
 from pathlib import Path
 
 import large_bodies
-from measure import (BODY_SIZE, EXCHANGE, HERE, KEY, PY, QUEUE, BenchError, QueueProbe, ours_consumer,
-                     ours_producer, pika_consumer, pika_producer, run, write_bodies)
+from measure import (AMQP_PUBLISH, AMQP_TOOLS_HINT, EXCHANGE, HERE, KEY, PY, QUEUE, BenchError, QueueProbe,
+                     aio_pika_consumer, aio_pika_producer, amqp_publish, ours_consumer, ours_producer,
+                     pika_consumer, pika_producer, run, write_bodies)
 from node import throwaway_node
 
-BIG_QUEUE, BIG_KEY = "bench_big_queue", "bench_big_key"  # a lazy queue (policy) for the 1M run
+BIG_QUEUE, BIG_KEY = "bench_big_queue", "bench_big_key"  # a lazy queue (policy) for the memory runs
+DEFAULT_MESSAGES, DEFAULT_ROUNDS = 50_000, 3
+REACTOR_IMPORT = "python -c 'from twisted.internet import reactor'"
 
 
 @dataclass
 class Client:
     key: str
     label: str
-    runs: list = field(default_factory=list)
+    consumer: bool
+    command: object  # (url, args) -> argv
+    count: int  # messages per run
+    runs: list = field(default_factory=list)  # Run objects
+    rates: list = field(default_factory=list)  # msg/s per round, None for a round that did not run it
 
-
-# --- the benchmark ----------------------------------------------------------------
 
 def say(text):
     print(text, file=sys.stderr, flush=True)
 
 
-def throughput(url, broker, args, data, specs):
-    """Alternating rounds of producer then consumer, ours and pika's; returns
-    {key: Client} with the runs of each."""
-    clients = {}
+# --- the clients ----------------------------------------------------------------
 
-    def client(key, label):
-        return clients.setdefault(key, Client(key, label))
+def clients_for(args):
+    """The benchmark's clients, in the order of a round: each producer is
+    followed by a consumer of the same family, so that the consumer can take
+    what the producer left in the queue."""
+    n = args.messages
+    out = []
+    for spec in args.specs:
+        out += [Client(f"p {spec}", f"producer.py {spec}", False, lambda url, a, s=spec: ours_producer(url, s), n),
+                Client(f"c {spec}", f"consumer.py {spec}", True,
+                       lambda url, a, s=spec: ours_consumer(url, s, a.messages, a.prefetch), n)]
+    out += [Client("p pika", "pika 1.4, no confirms", False, lambda url, a: pika_producer(url, False), n),
+            Client("c pika", "pika 1.4 consumer", True,
+                   lambda url, a: pika_consumer(url, a.messages, a.prefetch), n),
+            Client("p aio-pika", f"aio-pika 10, confirms, {args.in_flight:,} in flight", False,
+                   lambda url, a: aio_pika_producer(url, in_flight=a.in_flight), n),
+            Client("c aio-pika", "aio-pika 10 consumer", True,
+                   lambda url, a: aio_pika_consumer(url, a.messages, a.prefetch), n)]
+    if AMQP_PUBLISH:
+        out.append(Client("p amqp-publish", "amqp-publish -l -p (amqp-tools, C), no confirms", False,
+                          lambda url, a: amqp_publish(url), n))
+    if args.confirm_messages:
+        out.append(Client("p pika confirm", f"pika 1.4, a confirm after each message ({args.confirm_messages:,} "
+                          "per run)", False, lambda url, a: pika_producer(url, True), args.confirm_messages))
+    return out
 
-    for spec in specs:
-        client(f"prod {spec}", f"producer.py {spec}")
-    client("prod pika", "pika publisher, no confirms")
-    confirm = client("prod pika confirm", "pika publisher, confirm each message")
-    for spec in specs:
-        client(f"cons {spec}", f"consumer.py {spec}")
-    client("cons pika", "pika consumer")
 
-    pairs = [(clients[f"prod {spec}"], ours_producer(url, spec),
-              clients[f"cons {spec}"], ours_consumer(url, spec, args.messages, args.prefetch))
-             for spec in specs]
-    pairs.append((clients["prod pika"], pika_producer(url, False),
-                  clients["cons pika"], pika_consumer(url, args.messages, args.prefetch)))
-    confirm_data = data[:args.confirm_messages * (BODY_SIZE + 1)]
+# --- the benchmark ----------------------------------------------------------------
 
+def measure_client(client, url, broker, args, data, line_size):
+    """One run of client; returns its msg/s (messages in the queue per second
+    for a producer, messages printed and acked per second for a consumer)."""
+    n = client.count
+    if client.consumer:
+        if broker.depth() != n:  # what the previous producer left is not N messages: refill, untimed
+            broker.purge()
+            broker.fill([data[i * line_size:(i + 1) * line_size - 1] for i in range(n)])
+        result = run(client.command(url, args), watch_stdout=True)
+        if result.lines != n:
+            raise BenchError(f"{client.label} printed {result.lines} lines, not {n}")
+        broker.wait_depth(0, client.label, wait=30)
+        seconds = result.seconds
+    else:
+        broker.purge()
+        result = run(client.command(url, args), data[:n * line_size])
+        seconds = broker.wait_depth(n, client.label) - result.started
+    client.runs.append(result)
+    return n / seconds
+
+
+def throughput(url, broker, args, data, line_size):
+    clients = clients_for(args)
+    step = max(1, len(clients) // max(args.rounds, 1))
     for round_no in range(args.rounds):
-        order = pairs if round_no % 2 == 0 else pairs[::-1]
-        if round_no % 2:
-            order = [None, *order]  # pika with confirms first in odd rounds, last in even ones
-        else:
-            order = [*order, None]
-        for pair in order:
-            if pair is None:
-                confirm.runs.append(run(pika_producer(url, True), confirm_data))
-                broker.expect(args.confirm_messages, confirm.label)
-                broker.purge()
-                say(f"round {round_no + 1}: {confirm.label}: "
-                    f"{args.confirm_messages / confirm.runs[-1].seconds:,.0f} msg/s")
-                continue
-            producer, producer_cmd, consumer, consumer_cmd = pair
-            producer.runs.append(run(producer_cmd, data))
-            broker.expect(args.messages, producer.label)
-            consumer.runs.append(run(consumer_cmd, watch_stdout=True))
-            if consumer.runs[-1].lines != args.messages:
-                raise BenchError(f"{consumer.label} printed {consumer.runs[-1].lines} lines, "
-                                 f"not {args.messages}")
-            broker.expect(0, consumer.label)
-            say(f"round {round_no + 1}: {producer.label}: {args.messages / producer.runs[-1].seconds:,.0f}"
-                f" msg/s; {consumer.label}: {args.messages / consumer.runs[-1].seconds:,.0f} msg/s")
-    return clients
+        shift = (round_no * step) % len(clients)
+        for client in clients[shift:] + clients[:shift]:
+            rate = measure_client(client, url, broker, args, data, line_size)
+            client.rates.append(rate)
+            say(f"round {round_no + 1}: {client.label}: {rate:,.0f} msg/s")
+    return {c.key: c for c in clients}
 
 
-def one_message(url, broker, args, specs):
-    """Start-to-exit time of a producer sending one message, and of the imports
-    alone; alternating, args.single runs each."""
-    cases = [(f"producer.py {spec}, one message", ours_producer(url, spec, "one message"), 1) for spec in specs]
-    cases += [
-        ("pika publisher, one message, no confirms", pika_producer(url, False, "one message"), 1),
-        ("pika publisher, one message, confirmed", pika_producer(url, True, "one message"), 1),
-        ("python -c pass", [PY, "-c", "pass"], 0),
-        ("python -c 'import producer' (Twisted, txamqp, common)", [PY, "-c", "import producer"], 0),
-        ("python -c 'import pika'", [PY, "-c", "import pika"], 0),
-    ]
+def one_message(url, broker, args):
+    """Start-to-exit times of a producer sending one message and of the
+    imports a user waits for anyway; args.single runs each, alternating order."""
+    cases = [(f"producer.py {spec}, one message", ours_producer(url, spec, "one message"), 1)
+             for spec in args.specs]
+    cases += [(REACTOR_IMPORT, [PY, "-c", "from twisted.internet import reactor"], 0),
+              ("pika 1.4, one message, no confirms", pika_producer(url, False, "one message"), 1),
+              ("aio-pika 10, one message, confirmed", aio_pika_producer(url, "one message"), 1)]
+    if AMQP_PUBLISH:
+        cases.append(("amqp-publish -p -b, one message", amqp_publish(url, "one message"), 1))
+    cases.append(("python -c pass", [PY, "-c", "pass"], 0))
     times = {label: [] for label, _, _ in cases}
     sent = 0
+    broker.purge()
     for i in range(args.single):
         for label, cmd, n in (cases if i % 2 == 0 else cases[::-1]):
             times[label].append(run(cmd).seconds)
             sent += n
-    broker.expect(sent, "the one-message producers")
+    broker.wait_depth(sent, "the one-message producers", wait=30)
     broker.purge()
     return times
 
 
 def memory(url, broker, args, node):
-    """Our producer (first spec) sending args.medium, then args.big messages into a
+    """Each spec's producer.py sending args.medium, then args.big messages into a
     lazy queue (so that the node pages them to disk instead of holding them in
-    memory): flat peak RSS means backpressure, not buffering."""
+    memory), and consumer.py taking them: flat peak RSS means the scripts keep
+    a bounded number of messages in hand, however many pass through."""
     node.ctl("set_policy", "bench-lazy", f"^{BIG_QUEUE}$", '{"queue-mode":"lazy"}', "--apply-to", "queues")
     path = Path(args.workdir) / "big.txt"
-    write_bodies(path, args.big)
+    write_bodies(path, args.big, size=args.body_size)
     data = path.read_bytes()
-    spec = args.specs[0]
-    clients = [(f"producer.py {spec}", lambda: ours_producer(url, spec, queue=BIG_QUEUE, key=BIG_KEY))]
-    if args.big_pika:
-        clients.append(("pika publisher, no confirms",
-                        lambda: pika_producer(url, False, queue=BIG_QUEUE, key=BIG_KEY)))
+    line_size = args.body_size + 1
     results = {}
-    for label, command in clients:
+    for spec in args.specs:
         for n in (args.medium, args.big):
-            result = run(command(), data[:n * (BODY_SIZE + 1)])
-            broker.expect(n, f"{label} with {n:,} messages", queue=BIG_QUEUE, wait=120)
+            produced = run(ours_producer(url, spec, queue=BIG_QUEUE, key=BIG_KEY), data[:n * line_size])
+            broker.wait_depth(n, f"producer.py {spec} with {n:,} messages", queue=BIG_QUEUE, wait=300)
+            consumed = run(ours_consumer(url, spec, n, args.prefetch, queue=BIG_QUEUE, key=BIG_KEY),
+                           watch_stdout=True)
+            if consumed.lines != n:
+                raise BenchError(f"consumer.py {spec} printed {consumed.lines} lines, not {n}")
+            broker.wait_depth(0, f"consumer.py {spec} with {n:,} messages", queue=BIG_QUEUE, wait=30)
             broker.delete(BIG_QUEUE)
-            results[label, n] = result
-            say(f"{n:,} messages, {label}: {n / result.seconds:,.0f} msg/s, peak RSS {mib(result.rss_mib)} MiB")
+            results[f"producer.py {spec}", n] = produced
+            results[f"consumer.py {spec}", n] = consumed
+            say(f"{n:,} messages, {spec}: peak RSS producer {mib(produced.rss_mib)} MiB, "
+                f"consumer {mib(consumed.rss_mib)} MiB")
     return results
 
 
@@ -158,17 +189,12 @@ def memory(url, broker, args, node):
 def spread(values, fmt="{:,.0f}"):
     values = [v for v in values if v is not None]
     if not values:
-        return "-"
-    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+        return ["-", "-", "-"]
+    return [fmt.format(v) for v in (min(values), statistics.median(values), max(values))]
 
 
 def mib(value):
     return "-" if value is None else f"{value:.1f}"
-
-
-def median_mib(values):
-    values = [v for v in values if v is not None]
-    return mib(statistics.median(values) if values else None)
 
 
 def machine():
@@ -188,142 +214,244 @@ def machine():
 def versions(node):
     rabbit = node.ctl("version").strip()
     otp = node.ctl("eval", "erlang:system_info(otp_release).").strip().strip('"')
-    libs = ", ".join(f"{name} {metadata.version(name)}" for name in ("twisted", "txamqp", "pika"))
-    return f"RabbitMQ {rabbit} (Erlang/OTP {otp}), Python {platform.python_version()}, {libs}"
+    libs = ", ".join(f"{name} {metadata.version(name)}"
+                     for name in ("twisted", "txamqp", "pika", "aio-pika", "aiormq", "pamqp"))
+    tools = "amqp-tools not installed"
+    if AMQP_PUBLISH:
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            tools = "amqp-tools " + subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "amqp-tools"],
+                                                   capture_output=True, text=True, check=True).stdout
+    return f"RabbitMQ {rabbit} (Erlang/OTP {otp}), Python {platform.python_version()}, {libs}, {tools}"
+
+
+def load():
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+class Goals:
+    """The goals the scripts are measured against, each with its verdict."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, what, measured, goal, met):
+        verdict = "-" if met is None else ("met" if met else "not met")
+        self.rows.append(f"| {what} | {measured} | {goal} | {verdict} |")
+
+
+def ratio_values(clients, ours, anchor):
+    """ours / anchor msg/s within each round that ran both."""
+    if ours not in clients or anchor not in clients:
+        return []
+    return [a / b for a, b in zip(clients[ours].rates, clients[anchor].rates, strict=True)]
+
+
+# The goals, by spec file: the median ratio of msg/s ours / anchor, at least this.
+PRODUCER_GOALS = {"amqp0-9-1.xml": {"p pika": 1.5, "p amqp-publish": 0.8}, "amqp0-8.xml": {"p pika": 1.0}}
+CONSUMER_GOAL = ("c pika", 1.5)
+ONE_MESSAGE_GOAL = 1.15  # producer.py's time to send one message, at most this times the reactor import
+FLAT = 1.10  # "flat": the larger run's peak RSS at most this times the smaller run's
 
 
 def report(args, clients, single, big, large, header):
+    goals = Goals()
     n = args.messages
     out = [
-        "# Benchmark: producer.py and consumer.py against pika",
+        "# Benchmark: producer.py and consumer.py against the clients a user would pick",
         "",
         *header,
         "",
-        f"Each client ran as a whole process, {args.rounds} alternating rounds, on one throwaway RabbitMQ "
-        f"node: durable exchange, queue and binding; {BODY_SIZE}-byte persistent bodies; {n:,} messages per "
-        f"run ({args.confirm_messages:,} for pika with confirms); consumers with prefetch {args.prefetch} "
-        "and one ack per message, stdout a pipe the bench drains. Pika speaks AMQP 0-9-1. "
-        "Figures are min / median / max over the rounds; CPU (user + system time of the process, per "
-        "message and as a share of its wall time) and peak RSS are medians.",
+        f"Each client ran as a whole process, {args.rounds} round(s) with the client order rotated each round, "
+        f"on one throwaway RabbitMQ node: durable exchange, queue and binding; {args.body_size}-byte persistent "
+        f"bodies; {n:,} messages per run. Producer msg/s: messages in the queue per second, from just before "
+        "the process started until the queue held all N (its depth polled with a passive queue.declare after "
+        "the process exited: a client without confirms gets no credit for a backlog the broker has not queued "
+        f"yet). Consumer msg/s: N messages waiting in the queue, prefetch {args.prefetch}, one ack per message, "
+        "each message printed as one line on stdout (a pipe the bench drains), from start until the process "
+        "exited having printed N lines, with the queue then empty. Figures are min / median / max over the "
+        "rounds; CPU (user + system time of the process per message) and peak RSS are medians. "
+        "pika, aio-pika and amqp-publish speak AMQP 0-9-1.",
         "",
         "## Throughput",
         "",
-        "| client | msg/s, whole process | msg/s, from first message | CPU µs/msg | CPU busy | peak RSS MiB |",
+        "| client | msg/s, min | median | max | CPU µs/msg | peak RSS MiB |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in clients.values():
-        count = args.confirm_messages if c.key == "prod pika confirm" else n
-        out.append(f"| {c.label} | {spread([r.rate(count) for r in c.runs])} "
-                   f"| {spread([r.steady_rate(count) for r in c.runs])} "
-                   f"| {statistics.median(r.cpu / count * 1e6 for r in c.runs):.0f} "
-                   f"| {statistics.median(r.cpu / r.seconds for r in c.runs):.0%} "
-                   f"| {median_mib(r.rss_mib for r in c.runs)} |")
+        rss = [r.rss_mib for r in c.runs if r.rss_mib is not None]
+        out.append(f"| {c.label} | {' | '.join(spread(c.rates))} "
+                   f"| {statistics.median(r.cpu / c.count * 1e6 for r in c.runs):.0f} "
+                   f"| {mib(statistics.median(rss) if rss else None)} |")
+    if not AMQP_PUBLISH:
+        out += ["", f"Not measured: {AMQP_TOOLS_HINT}."]
+    out += ["", "amqp-consume (amqp-tools) has no fair consumer comparison: it starts a new process (the command "
+            "it is given) for every message, so it is not in the table."]
 
-    def ratios(ours, theirs, count_ours, count_theirs, steady):
-        values = []
-        for a, b in zip(clients[ours].runs, clients[theirs].runs, strict=True):
-            ra = a.steady_rate(count_ours) if steady else a.rate(count_ours)
-            rb = b.steady_rate(count_theirs) if steady else b.rate(count_theirs)
-            if ra is not None and rb is not None:
-                values.append(ra / rb)
-        return spread(values, "{:.2f}")
-
-    out += ["", "## Ratios, ours / pika (msg/s; above 1 means ours is faster), per round", "",
-            "| comparison | whole process | from first message | issue 7 target |",
-            "| --- | ---: | ---: | --- |"]
-    nc = args.confirm_messages
+    out += ["", "## Ratios, ours / anchor (msg/s within a round; above 1 means ours is faster)", "",
+            "| comparison | min | median | max | goal | |", "| --- | ---: | ---: | ---: | --- | --- |"]
+    anchors = [("p pika", "pika, no confirms"), ("p amqp-publish", "amqp-publish (C), no confirms"),
+               ("p aio-pika", "aio-pika, confirms"), ("p pika confirm", "pika, a confirm after each message")]
     for spec in args.specs:
-        out.append(f"| producer.py {spec} / pika, no confirms | {ratios(f'prod {spec}', 'prod pika', n, n, False)} "
-                   f"| {ratios(f'prod {spec}', 'prod pika', n, n, True)} | at least 1.5 |")
-        out.append(f"| producer.py {spec} / pika, confirm each | "
-                   f"{ratios(f'prod {spec}', 'prod pika confirm', n, nc, False)} "
-                   f"| {ratios(f'prod {spec}', 'prod pika confirm', n, nc, True)} | (same guarantee) |")
+        for anchor, name in anchors:
+            values = ratio_values(clients, f"p {spec}", anchor)
+            goal = PRODUCER_GOALS.get(spec, {}).get(anchor)
+            if not values:  # an anchor skipped (amqp-tools missing, --confirm-messages 0)
+                if goal:
+                    goals.add(f"producer.py {spec}: msg/s / {name}", "not measured", f"at least {goal}", None)
+                continue
+            median = statistics.median(values)
+            out.append(f"| producer.py {spec} / {name} | {' | '.join(spread(values, '{:.2f}'))} "
+                       f"| {f'at least {goal}' if goal else ''} "
+                       f"| {'' if goal is None else ('met' if median >= goal else 'not met')} |")
+            if goal:
+                goals.add(f"producer.py {spec}: msg/s / {name}", f"{median:.2f}", f"at least {goal}", median >= goal)
     for spec in args.specs:
-        out.append(f"| consumer.py {spec} / pika consumer | {ratios(f'cons {spec}', 'cons pika', n, n, False)} "
-                   f"| {ratios(f'cons {spec}', 'cons pika', n, n, True)} | at least 1.0 |")
+        for anchor, name in (("c pika", "pika consumer"), ("c aio-pika", "aio-pika consumer")):
+            values = ratio_values(clients, f"c {spec}", anchor)
+            goal = CONSUMER_GOAL[1] if anchor == CONSUMER_GOAL[0] else None
+            median = statistics.median(values)
+            out.append(f"| consumer.py {spec} / {name} | {' | '.join(spread(values, '{:.2f}'))} "
+                       f"| {f'at least {goal}' if goal else ''} "
+                       f"| {'' if goal is None else ('met' if median >= goal else 'not met')} |")
+            if goal:
+                goals.add(f"consumer.py {spec}: msg/s / {name}", f"{median:.2f}", f"at least {goal}", median >= goal)
 
-    if big:
-        out += ["", "## Producer memory", "",
-                "Peak RSS of one producer run each, into a lazy queue (so the node pages the messages to "
-                "disk): flat means backpressure, not buffering.", "",
-                f"| client | peak RSS MiB, {args.medium:,} msgs | peak RSS MiB, {args.big:,} msgs "
-                f"| msg/s, {args.medium:,} msgs | msg/s, {args.big:,} msgs |",
-                "| --- | ---: | ---: | ---: | ---: |"]
-        for label in dict.fromkeys(label for label, _ in big):
-            medium, large = big[label, args.medium], big[label, args.big]
-            out.append(f"| {label} | {mib(medium.rss_mib)} | {mib(large.rss_mib)} "
-                       f"| {args.medium / medium.seconds:,.0f} | {args.big / large.seconds:,.0f} |")
-
-    if large:
-        out += ["", "## Producer memory, large bodies", "",
-                "Peak RSS of one run each (bench/large_bodies.py), into a lazy queue; the same for the "
-                "smaller and the larger count of 1 MiB lines means the bytes in flight are bounded.", "",
-                *large_bodies.report(args, large)]
-
-    out += ["", f"## One message, start to exit ({args.single} runs each, alternating)", "",
+    out += ["", f"## One message, start to exit ({args.single} runs each, alternating order)", "",
             "| process | ms, min | ms, median |", "| --- | ---: | ---: |"]
     for label, values in single.items():
         out.append(f"| {label} | {min(values) * 1e3:.0f} | {statistics.median(values) * 1e3:.0f} |")
-    pika_times = single["pika publisher, one message, no confirms"]
-    pika_confirmed = single["pika publisher, one message, confirmed"]
-    out += ["", "| ratio, ours / pika (time; below 1 means ours is faster) | min | median | issue 7 target |",
-            "| --- | ---: | ---: | --- |"]
+    reactor = single[REACTOR_IMPORT]
+    out += ["", "| ratio of times (below 1 means ours is quicker) | of the mins | of the medians | goal | |",
+            "| --- | ---: | ---: | --- | --- |"]
     for spec in args.specs:
         ours = single[f"producer.py {spec}, one message"]
-        for what, theirs, target in (("no confirms", pika_times, "at most 1.8"),
-                                     ("confirmed", pika_confirmed, "")):
-            out.append(f"| producer.py {spec} / pika, {what} | {min(ours) / min(theirs):.2f} "
-                       f"| {statistics.median(ours) / statistics.median(theirs):.2f} | {target} |")
+        for label in (REACTOR_IMPORT, "pika 1.4, one message, no confirms", "amqp-publish -p -b, one message"):
+            if label not in single:
+                continue
+            by_min = min(ours) / min(single[label])
+            goal = ONE_MESSAGE_GOAL if label == REACTOR_IMPORT else None
+            out.append(f"| producer.py {spec}, one message / {label} | {by_min:.2f} "
+                       f"| {statistics.median(ours) / statistics.median(single[label]):.2f} "
+                       f"| {f'at most {goal}' if goal else ''} "
+                       f"| {'' if goal is None else ('met' if by_min <= goal else 'not met')} |")
+        by_min = min(ours) / min(reactor)
+        goals.add(f"producer.py {spec}, one message: time / bare Twisted reactor import (mins)", f"{by_min:.2f}",
+                  f"at most {ONE_MESSAGE_GOAL}", by_min <= ONE_MESSAGE_GOAL)
+
+    if big:
+        out += ["", "## Memory, many messages", "",
+                f"Peak RSS of one run each, into a lazy queue (so the node pages the messages to disk), "
+                f"{args.body_size}-byte bodies; the consumer takes what the producer left. "
+                f"Flat (the goal) is taken as: the larger run's peak at most {FLAT:.2f} times the smaller's.", "",
+                f"| script | peak RSS MiB, {args.medium:,} msgs | peak RSS MiB, {args.big:,} msgs | ratio | |",
+                "| --- | ---: | ---: | ---: | --- |"]
+        for label in dict.fromkeys(label for label, _ in big):
+            small, large_run = big[label, args.medium].rss_mib, big[label, args.big].rss_mib
+            ratio = large_run / small if small and large_run else None
+            flat = ratio is not None and ratio <= FLAT
+            out.append(f"| {label} | {mib(small)} | {mib(large_run)} | {'-' if ratio is None else f'{ratio:.2f}'} "
+                       f"| {'flat' if flat else 'grows'} |")
+            goals.add(f"{label}: peak RSS flat from {args.medium:,} to {args.big:,} messages",
+                      f"{mib(small)} → {mib(large_run)} MiB", "flat", flat)
+
+    if large:
+        out += ["", "## Memory, large bodies (producers)", "",
+                "Peak RSS of one run each (bench/large_bodies.py), into a lazy queue; the same for the smaller "
+                "and the larger count of 1 MiB lines means the bytes in flight are bounded.", "",
+                *large_bodies.report(args, large)]
+        ours = f"producer.py {args.specs[0]}"
+        if len(args.one_mib) >= 2:
+            lo, hi = min(args.one_mib), max(args.one_mib)
+            small = large[ours, f"{lo} lines of 1 MiB"].rss_mib
+            big_run = large[ours, f"{hi} lines of 1 MiB"].rss_mib
+            flat = bool(small and big_run and big_run / small <= FLAT)
+            goals.add(f"{ours}: peak RSS flat from {lo} to {hi} bodies of 1 MiB",
+                      f"{mib(small)} → {mib(big_run)} MiB", "flat", flat)
+
+    # The goals come first, before the tables they summarise.
+    at = out.index("## Throughput")
+    out[at:at] = ["## Goals", "", "Checked against the medians below (one message: the min of the runs).", "",
+                  "| what | measured | goal | |", "| --- | ---: | --- | --- |", *goals.rows, ""]
     return "\n".join(out) + "\n"
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=50_000, help="messages per throughput run")
-    parser.add_argument("--confirm-messages", type=int, default=5_000,
-                        help="messages per run of pika with per-message confirms (it is slow)")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES, help="messages per throughput run")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
+    parser.add_argument("--body-size", type=int, default=16, help="bytes per message body (at least 10)")
     parser.add_argument("--prefetch", type=int, default=100)
-    parser.add_argument("--single", type=int, default=10, help="runs of each one-message case")
-    parser.add_argument("--medium", type=int, default=100_000,
-                        help="messages for the smaller producer memory run")
-    parser.add_argument("--big", type=int, default=1_000_000,
-                        help="messages for the larger producer memory run (0: skip the memory runs)")
-    parser.add_argument("--big-pika", action="store_true", help="also run pika's publisher in the memory runs")
-    parser.add_argument("--specs", nargs="+", default=["amqp0-8.xml", "amqp0-9-1.xml"])
-    large_bodies.add_arguments(parser)
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 3000 messages, 2 rounds, 3 one-message runs, no big run")
-    parser.add_argument("--output", default=str(HERE / "results.md"), help='"" to write no file')
-    args = parser.parse_args()
+    parser.add_argument("--in-flight", type=int, default=1000, help="aio-pika's publishes awaiting a confirm")
+    parser.add_argument("--confirm-messages", type=int, default=None,
+                        help="messages per run of pika with a confirm after each (slow; 0: skip; "
+                             "default a tenth of --messages)")
+    parser.add_argument("--single", type=int, default=None,
+                        help="runs of each one-message case (default 3 per round)")
+    parser.add_argument("--medium", type=int, default=None,
+                        help="messages for the smaller memory run (default 2 x --messages)")
+    parser.add_argument("--big", type=int, default=None,
+                        help="messages for the larger memory run (default 20 x --messages; 0: skip)")
+    parser.add_argument("--specs", nargs="+", default=["amqp0-9-1.xml", "amqp0-8.xml"])
+    large_bodies.add_arguments(parser, huge=None, one_mib=None)
+    parser.add_argument("--quick", action="store_true", help="the same as --messages 2000 --rounds 1")
+    parser.add_argument("--output", default=None,
+                        help='where to write the report (default bench/results.md for a run at the default '
+                             'size or larger, else bench/results-small.md; "" for no file)')
+    args = parser.parse_args(argv)
     if args.quick:
-        args.messages, args.confirm_messages, args.rounds, args.single, args.big = 3000, 1000, 2, 3, 0
-        args.huge, args.one_mib = 0, []
-    args.confirm_messages = min(args.confirm_messages, args.messages)
+        args.messages, args.rounds = 2000, 1
+    # The other sizes follow --messages, so that a small run is small throughout.
+    scale = args.messages / DEFAULT_MESSAGES
+    if args.confirm_messages is None:
+        args.confirm_messages = max(1, args.messages // 10)
+    if args.single is None:
+        args.single = 3 * args.rounds
+    if args.medium is None:
+        args.medium = 2 * args.messages
+    if args.big is None:
+        args.big = 20 * args.messages
+    if args.huge is None:
+        args.huge = max(1, round(100 * min(scale, 1)))
+    if args.one_mib is None:
+        low = max(2, round(100 * min(scale, 1)))
+        args.one_mib = [low, 4 * low]
+    if args.output is None:
+        full = args.messages >= DEFAULT_MESSAGES and args.rounds >= DEFAULT_ROUNDS
+        args.output = str(HERE / ("results.md" if full else "results-small.md"))
+    if args.body_size < 10:
+        parser.error("--body-size must be at least 10 (each body starts with its number)")
+    return args
 
+
+def main():
+    args = parse_args()
+    if not AMQP_PUBLISH:
+        say(f"bench: {AMQP_TOOLS_HINT}")
+    command = "python bench/run.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
     started = datetime.datetime.now().astimezone()
-    load_before = os.getloadavg()
+    load_before = load()
+    line_size = args.body_size + 1
     with tempfile.TemporaryDirectory(prefix="txamqp-bench-") as workdir, throwaway_node() as node:
         args.workdir = workdir
         say(f"RabbitMQ node up at {node.url}")
         broker = QueueProbe(node.url)
         try:
             path = Path(workdir) / "bodies.txt"
-            write_bodies(path, args.messages)
+            write_bodies(path, args.messages, size=args.body_size)
             data = path.read_bytes()
             broker.chan.exchange_declare(EXCHANGE, "direct", durable=True)
             broker.chan.queue_declare(QUEUE, durable=True)
             broker.chan.queue_bind(QUEUE, EXCHANGE, KEY)
             broker.purge()
-            single = one_message(node.url, broker, args, args.specs)
-            clients = throughput(node.url, broker, args, data, args.specs)
+            single = one_message(node.url, broker, args)
+            clients = throughput(node.url, broker, args, data, line_size)
             big = memory(node.url, broker, args, node) if args.big else {}
             large = large_bodies.measure(node.url, broker, node, args) if args.huge or args.one_mib else {}
+            elapsed = (datetime.datetime.now().astimezone() - started).total_seconds()
             header = [
-                f"Run {started:%Y-%m-%d %H:%M %Z} with `python bench/run.py {' '.join(sys.argv[1:])}`".rstrip()
-                + f" in {(datetime.datetime.now().astimezone() - started).total_seconds():.0f} s.",
-                f"Machine: {machine()}; load average {load_before[0]:.1f} before, "
-                f"{os.getloadavg()[0]:.1f} after (other work shared the machine).",
+                f"Run {started:%Y-%m-%d %H:%M %Z} with `{command}` in {elapsed:.0f} s.",
+                f"Machine: {machine()}; load average (1, 5, 15 min) {load_before} at the start, {load()} at the "
+                "end (other work shared the machine).",
                 f"Software: {versions(node)}.",
             ]
         finally:

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 import helpers
-from conftest import EXTERNAL_URL, make_node
+from rabbitmq_nodes import EXTERNAL_URL, make_node
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ PROGRESS = re.compile(r"\(the broker had taken (\d+) message\(s\); (\d+) more we
 
 class Cluster:
     def __init__(self, nodes):
-        self.nodes = nodes  # conftest.Broker each
+        self.nodes = nodes  # rabbitmq_nodes.Broker each
 
     @property
     def urls(self):

@@ -22,6 +22,7 @@ def line(text):
     return (shown(text) + "\n").encode()
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_two_terminal_walkthrough(spec, vhost_url, spawn):
     consumer = spawn("consumer.py", spec, url=vhost_url)
@@ -31,6 +32,7 @@ def test_two_terminal_walkthrough(spec, vhost_url, spawn):
     assert consumer.read_stdout_lines(1, timeout=30) == [shown(MESSAGE)]
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_message_sent_first_waits_in_queue(spec, vhost_url):
     # A fresh vhost: neither the exchange nor the queue exists yet.
@@ -88,6 +90,7 @@ def test_producer_sends_exact_bytes(spec, case, broker, names):
     assert helpers.get_all(broker.url, names.queue) == [body]
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_one_mebibyte_body_both_ways(spec, broker, names):
     big = bytes(range(256)).replace(b"\n", b"") * 4200  # over 1 MiB: many frames
@@ -102,6 +105,7 @@ def test_one_mebibyte_body_both_ways(spec, broker, names):
     assert len(printed.stdout) > len(big)
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_utf8_message_is_not_a_poison_message(spec, broker, names, spawn):
     # txamqp 0.8.2 decoded this body to str, lost count of its bytes and
@@ -119,6 +123,7 @@ def test_utf8_message_is_not_a_poison_message(spec, broker, names, spawn):
     assert consumer.read_stdout_lines(1, timeout=30) == [shown("encore \u00e0 vous")]
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_messages_are_persistent_unless_transient(spec, broker, names):
     assert run_script("producer.py", spec, "kept", *names.args, url=broker.url).returncode == 0
@@ -128,6 +133,7 @@ def test_messages_are_persistent_unless_transient(spec, broker, names):
     assert [(body, props.delivery_mode) for body, props in got] == [(b"kept", 2), (b"not kept", 1)]
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS)
 def test_persistent_message_survives_broker_restart(spec, broker, names):
@@ -150,6 +156,7 @@ def test_stdin_stream_of_100000_lines(spec, broker, names):
     assert helpers.queue_depth(broker.url, names.queue) == 100000
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_count_and_several_messages(spec, broker, names):
     sent = run_script("producer.py", spec, "--count", "3", "a", "b", *names.args, url=broker.url)
@@ -160,6 +167,7 @@ def test_count_and_several_messages(spec, broker, names):
     assert helpers.queue_depth(broker.url, names.queue) == 2
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("exchange_type", ["direct", "fanout"])
 def test_exchange_types(exchange_type, spec, broker, names):

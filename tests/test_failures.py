@@ -204,18 +204,21 @@ def test_server_that_never_answers(spec, stand_in):
 
 # --- the broker says no: status 1 -------------------------------------------
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_wrong_password(spec, broker):
     url = "amqp://guest:%s@%s:%d/%%2F" % (SECRET, broker.host, broker.port)
     fails(run_script("producer.py", spec, "x", url=url), 1, "ACCESS_REFUSED", "Login was refused")
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_unknown_vhost(spec, secret_url):
     url = secret_url.replace("/%2F", "/no-such-vhost")
     fails(run_script("consumer.py", spec, url=url), 1, "NOT_ALLOWED", "vhost no-such-vhost not found")
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_vhost_without_access(spec, broker, secret_url):
     broker.ctl("add_vhost", "locked-out")
@@ -227,6 +230,7 @@ def test_vhost_without_access(spec, broker, secret_url):
         broker.ctl("delete_vhost", "locked-out")
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("script", ["producer.py", "consumer.py"])
 def test_exchange_redeclared_with_another_type(spec, script, secret_url, names):

@@ -234,6 +234,7 @@ def test_producer_with_retry_survives_a_broker_restart(spec, queue_type, broker,
     print("%d duplicate(s) after the restart; progress at each loss: %s" % (len(got) - len(bodies), losses))
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
 def test_producer_without_retry_says_what_the_broker_took(spec, broker, names, spawn):
     bodies = [b"%d" % i for i in range(LONG_STREAM)]

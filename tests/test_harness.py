@@ -12,6 +12,7 @@ import helpers
 from helpers import ROOT, get_all, publish, queue_depth, queue_exists, run_script
 
 
+@pytest.mark.rabbitmq4
 def test_node_is_not_the_machines_broker(broker):
     assert broker.port != 5672
     status = broker.ctl("status")
@@ -25,6 +26,7 @@ def test_node_is_not_the_machines_broker(broker):
     assert 5672 not in listening
 
 
+@pytest.mark.rabbitmq4
 def test_names_are_unique_and_reach_the_node(broker, names):
     assert len({names.exchange, names.queue, names.routing_key}) == 3
     assert names.args == ["--exchange", names.exchange, "--queue", names.queue,
@@ -34,6 +36,7 @@ def test_names_are_unique_and_reach_the_node(broker, names):
         assert names.queue in broker.ctl("list_queues", "name").split()
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.slow
 def test_persistent_message_survives_restart(broker, names):
     helpers.declare(broker.url, names.exchange, names.queue, names.routing_key)
@@ -51,6 +54,7 @@ def test_persistent_message_survives_restart(broker, names):
     assert queue_depth(broker.url, names.queue) == 0
 
 
+@pytest.mark.rabbitmq4
 def test_vhost_url_is_empty_and_isolated(broker, vhost_url):
     vhost = vhost_url.rsplit("/", 1)[1]
     assert broker.ctl("list_queues", "-p", vhost, "name").split() == []

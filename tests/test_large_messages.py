@@ -13,8 +13,8 @@ import re
 import pytest
 
 import helpers
-from conftest import start_node
 from helpers import fails, run_script
+from rabbitmq_nodes import start_node
 
 SPECS = ["amqp0-8.xml", "amqp0-9-1.xml"]
 MIB = 1 << 20

@@ -16,12 +16,12 @@ import helpers
 from amqp_support import publish
 from amqp_support.client import UnexpectedMethod
 from amqp_support.errors import Failed
-from helpers import run_script
-from test_failures import fails
+from helpers import fails, run_script
 
 SPECS = ["amqp0-8.xml", "amqp0-9-1.xml"]
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_unroutable_messages_are_reported(spec, broker, names):
     # The default exchange routes by queue name: a mistyped queue name
@@ -33,6 +33,7 @@ def test_unroutable_messages_are_reported(spec, broker, names):
     assert helpers.queue_depth(broker.url, names.queue) == 0
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
 def test_routable_messages_exit_0(spec, broker, names):
     args = ["--exchange", "", "--queue", names.queue]
@@ -52,6 +53,7 @@ def full_queue(broker, names):
     broker.ctl("clear_policy", policy)
 
 
+@pytest.mark.rabbitmq4
 def test_nacked_messages_are_reported(broker, full_queue):
     sent = run_script("producer.py", "amqp0-9-1.xml", "1", "2", "3", "4", "5", *full_queue.args,
                       url=broker.url)

@@ -40,6 +40,7 @@ def node_log(broker):
     return log
 
 
+@pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
 def test_signal_while_waiting(spec, broker, names, spawn):
     consumer = spawn("consumer.py", spec, *names.args, url=broker.url)

@@ -6,6 +6,10 @@ sure RabbitMQ is installed (the tests start throwaway nodes of their own, never
 touching a broker on the standard port), then runs tox, which runs pytest with
 the arguments given here. Exits with tox's status. Standard library only.
 
+As root it also builds, once, the Debian 13 chroot with a real RabbitMQ 4 that
+the rabbitmq4 tests run against (tools/rabbitmq4.py; a few minutes, cached in
+/var/cache/txamqp-example). Without it those tests skip, saying how to get it.
+
 With AMQP_URL set, the broker tests use that broker instead, and RabbitMQ need not
 be installed here; the tests that stop or kill a broker are skipped.
 """
@@ -14,6 +18,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import rabbitmq4  # tools/rabbitmq4.py
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
@@ -51,6 +57,15 @@ def ensure_rabbitmq():
         fail(f"rabbitmq-server was installed but {RABBITMQ_SERVER} is still missing")
 
 
+def ensure_rabbitmq4():
+    """Build RabbitMQ 4's chroot if we can; if not, its tests skip (not an error)."""
+    if os.environ.get("AMQP_URL") or os.geteuid() != 0:
+        return
+    problem = rabbitmq4.provision()
+    if problem:
+        print(f"tools/test.py: {problem}; the RabbitMQ 4 tests will be skipped", file=sys.stderr)
+
+
 def main():
     if sys.version_info < (3, 11):
         fail("Python 3.11 or later is needed")
@@ -59,6 +74,7 @@ def main():
     if subprocess.run([*pip, "-r", str(ROOT / "requirements-tox.txt")]).returncode:
         fail("could not install tox into .venv (see pip's message above)")
     ensure_rabbitmq()
+    ensure_rabbitmq4()
     tox = [str(python), "-m", "tox"]
     if sys.argv[1:]:
         tox += ["--", *sys.argv[1:]]
