@@ -1,10 +1,13 @@
-"""What producer.py and consumer.py share: the command line, the spec file,
-the channel, the exchange and queue they both declare, and how a run ends
-(one line and an exit status for every failure; Ctrl-C as a cancellation).
+"""The command line that producer.py and consumer.py share, on top of the
+amqp_support library: the options and their defaults, the spec file, the
+AMQPService built from the options, and how a run ends (one line on stderr
+and an exit status for every failure; Ctrl-C as a cancellation). Every word
+a person at the command line reads about an option lives here.
 
-The robust parts live in amqp_support/: service.py connects, logs in,
-reconnects and closes; url.py reads broker URLs; client.py and codec.py
-make txamqp byte-exact and explain failures.
+amqp_support (see its __init__.py) does the rest: service.py runs a
+script's conversation on each new connection, client.py and codec.py make
+txamqp byte-exact, explain.py says any failure in one line, publish.py
+counts what the broker has taken.
 """
 
 import argparse
@@ -16,16 +19,20 @@ import sys
 import traceback
 
 from twisted.internet import defer
-from twisted.logger import globalLogBeginner, textFileLogObserver
-from txamqp import client, queue
+from twisted.logger import formatEvent, globalLogBeginner, textFileLogObserver
 from txamqp import spec as amqp_spec
 
-from amqp_support.errors import Failed, UsageError, explain  # noqa: F401 (Failed: for the scripts)
-from amqp_support.service import AMQPService  # noqa: F401 (the scripts' connection)
-from amqp_support.url import Broker
+from amqp_support.errors import BadTLSFile, BadURL, UnsupportedTxamqp, UsageError
 
-# What txamqp raises on a call when the connection or the channel goes away.
-Disconnected = (client.Closed, queue.Closed)
+try:
+    from amqp_support import client  # noqa: F401 (first: it checks the txamqp release)
+except UnsupportedTxamqp as e:
+    raise SystemExit("%s: error: %s" % (os.path.basename(sys.argv[0]), e)) from None
+from amqp_support.endpoint import ClientTLS
+from amqp_support.explain import explain
+from amqp_support.service import AMQPService
+from amqp_support.status import is_status
+from amqp_support.url import BrokerURL
 
 # The original example's names, kept as defaults.
 EXCHANGE_NAME = "test_message_exchange"
@@ -36,6 +43,16 @@ DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 
 NON_PERSISTENT = 1
 PERSISTENT = 2  # delivery-mode 2: the broker writes the message to disk
+
+# What explain() appends to the failures whose remedy is on the command line.
+HINTS = {
+    "untrusted-certificate": "give its CA with --cafile",
+    "client-certificate": "give --certfile and --keyfile",
+    "speaks-0-9-1": "use amqp0-9-1.xml",
+    "speaks-0-8": "use amqp0-8.xml",
+    "unexpected": "run with --verbose for the traceback",
+}
+TLS_OPTIONS = {"cafile": "--cafile", "certfile": "--certfile", "keyfile": "--keyfile"}
 
 
 def shortstr(text):
@@ -56,6 +73,13 @@ def header(text):
     if not sep or not key:
         raise argparse.ArgumentTypeError("%r is not KEY=VALUE" % text)
     return shortstr(key), value
+
+
+def broker_url(text):
+    try:
+        return BrokerURL(text)
+    except BadURL as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def whole_number(low, high=None):
@@ -135,7 +159,7 @@ def make_parser(doc):
     parser = ArgumentParser(description=doc.split("\n\n")[0],
                             formatter_class=HelpFormatter)
     parser.add_argument("spec", metavar="SPEC", help="AMQP spec file: amqp0-8.xml or amqp0-9-1.xml")
-    parser.add_argument("--url", type=Broker, action="append", default=argparse.SUPPRESS,
+    parser.add_argument("--url", type=broker_url, action="append", default=argparse.SUPPRESS,
                         help="broker URL, amqp://user:password@host:port/vhost or amqps://...;"
                              " give it once per node of a cluster: the first that answers is used,"
                              " the next on loss, in turn (default: $AMQP_URL, several separated by"
@@ -180,15 +204,20 @@ def parse_args(parser, argv):
     if args.routing_key is None:
         # The default exchange routes by queue name.
         args.routing_key = ROUTING_KEY if args.exchange else args.queue
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile needs --certfile")
+    if (args.cafile or args.certfile or args.keyfile) and not all(b.tls for b in args.url):
+        # Whoever gave them meant TLS: don't send the password in the clear.
+        parser.error("--cafile, --certfile and --keyfile are for amqps:// URLs, not amqp://")
     return args
 
 
 def brokers_from_environment(parser):
     """The brokers in $AMQP_URL (URLs separated by spaces), else the default one."""
     try:
-        return [Broker(url) for url in os.environ.get("AMQP_URL", DEFAULT_URL).split()
-                ] or [Broker(DEFAULT_URL)]
-    except argparse.ArgumentTypeError as e:
+        return [BrokerURL(url) for url in os.environ.get("AMQP_URL", DEFAULT_URL).split()
+                ] or [BrokerURL(DEFAULT_URL)]
+    except BadURL as e:
         parser.error("AMQP_URL: %s" % e)
 
 
@@ -223,29 +252,19 @@ def load_spec(path):
     return spec
 
 
-@defer.inlineCallbacks
-def get_channel(conn, channel_id=1):
-    """A channel: one of many light-weight sessions sharing the connection."""
-    chan = yield conn.channel(channel_id)
-    yield chan.channel_open()
-    return chan
+def service(reactor, spec, args, reconnect):
+    """The AMQPService for the brokers and connection options on the command line."""
+    try:
+        tls = ClientTLS(args.cafile, args.certfile, args.keyfile)
+    except BadTLSFile as e:
+        raise UsageError(e.worded(TLS_OPTIONS[e.parameter])) from e
+    return AMQPService(reactor, spec, args.url, timeout=args.timeout, heartbeat=args.heartbeat,
+                       tls=tls, reconnect=reconnect, hints=hints(args.verbose))
 
 
-@defer.inlineCallbacks
-def declare(chan, args, bind=True):
-    """Declare the exchange, the queue and (if bind) the binding between them.
-
-    Both scripts declare the same things and declaring what exists changes
-    nothing, so either script can run first. Durable: they survive a broker
-    restart. The default exchange ("") exists always and binds every queue
-    by its name, so it is neither declared nor bound.
-    """
-    if args.exchange:
-        yield chan.exchange_declare(exchange=args.exchange, type=args.exchange_type, durable=True)
-    arguments = {"x-queue-type": "quorum"} if args.queue_type == "quorum" else {}
-    yield chan.queue_declare(queue=args.queue, durable=True, arguments=arguments)
-    if args.exchange and bind:
-        yield chan.queue_bind(queue=args.queue, exchange=args.exchange, **binding(args))
+def queue_arguments(args):
+    """queue.declare's arguments for --queue-type."""
+    return {"x-queue-type": "quorum"} if args.queue_type == "quorum" else {}
 
 
 def binding(args):
@@ -259,16 +278,22 @@ def binding(args):
     return {"routing_key": args.routing_key}  # direct: that very key; topic: a pattern
 
 
+def hints(verbose):
+    # With --verbose the traceback is shown already.
+    return {k: v for k, v in HINTS.items() if not (verbose and k == "unexpected")}
+
+
 def script(parser):
     """Run main(reactor, args) with parsed arguments; every failure ends in
     one line on stderr and the exit status (2: usage or spec, 1: the rest).
-    Ctrl-C and SIGTERM cancel main's Deferred: the script decides what a
-    cancelled step means (the consumer stops consuming and closes)."""
+    amqp_support's status lines go to stderr as they come. Ctrl-C and
+    SIGTERM cancel main's Deferred: the script decides what a cancelled step
+    means (the consumer stops consuming and closes)."""
     def decorate(main):
         @functools.wraps(main)
         def run(reactor, *argv):
             args = parse_args(parser, argv)
-            observer = textFileLogObserver(sys.stderr) if args.verbose else (lambda event: None)
+            observer = textFileLogObserver(sys.stderr) if args.verbose else print_status
             globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
             d = defer.maybeDeferred(main, reactor, args)
             interruption = Interruption(reactor, d)
@@ -277,6 +302,12 @@ def script(parser):
             return d.addErrback(exit_with_one_line, parser.prog, args.verbose, interruption)
         return run
     return decorate
+
+
+def print_status(event):
+    """A twisted.logger observer: amqp_support's status lines, on stderr."""
+    if is_status(event):
+        print(formatEvent(event), file=sys.stderr, flush=True)
 
 
 class Interruption:
@@ -309,7 +340,7 @@ def exit_with_one_line(failure, prog, verbose, interruption):
     if failure.check(defer.CancelledError) and interruption.signal:
         line = "interrupted by %s before the end" % interruption.signal
     else:
-        line = explain(failure.value, verbose=verbose)
+        line = explain(failure.value, hints=hints(verbose))
     print("%s: error: %s" % (prog, shorten(line, limit=1000, word=300)), file=sys.stderr, flush=True)
     raise SystemExit(status)
 

@@ -37,48 +37,69 @@ parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
 @defer.inlineCallbacks
 def main(reactor, args):
     if args.headers and args.exchange_type != "headers":
-        raise common.UsageError("--header binds only with --exchange-type headers")
+        parser.error("--header binds only with --exchange-type headers")
     if args.exchange_type == "headers" and not args.headers:
-        raise common.UsageError("--exchange-type headers needs a --header KEY=VALUE to bind with"
-                                " (without one, every message matches)")
+        parser.error("--exchange-type headers needs a --header KEY=VALUE to bind with"
+                     " (without one, every message matches)")
     spec = common.load_spec(args.spec)
-    service = common.AMQPService(reactor, spec, args, reconnect=args.reconnect)
-    conn = chan = None
     printed = 0
-    try:
+
+    @defer.inlineCallbacks
+    def consume(conn):
+        """What the consumer says to the broker on one connection; after a
+        reconnect, on the next connection again, from the top (a new
+        connection starts with no consumer)."""
+        nonlocal printed
+        # Log in: connection.start-ok carries the credentials, tune-ok agrees
+        # on frame size and heartbeat, connection.open picks the virtual host.
+        yield conn.authenticate(conn.broker.username, conn.broker.password, mechanism="PLAIN")
+        # A channel: one of many light-weight sessions sharing the connection.
+        chan = yield conn.channel(1)
+        yield chan.channel_open()
+
+        # Both scripts declare the same exchange, queue and binding (declaring
+        # what exists changes nothing), so either can run first. Durable: they
+        # survive a broker restart. The default exchange ("") needs neither.
+        if args.exchange:
+            yield chan.exchange_declare(exchange=args.exchange, type=args.exchange_type, durable=True)
+        yield chan.queue_declare(queue=args.queue, durable=True, arguments=common.queue_arguments(args))
+        if args.exchange:
+            yield chan.queue_bind(queue=args.queue, exchange=args.exchange, **common.binding(args))
+
+        # At most --prefetch messages unacknowledged: the broker waits for our acks.
+        yield chan.basic_qos(prefetch_count=args.prefetch)
+        yield chan.basic_consume(queue=args.queue, consumer_tag=common.CONSUMER_TAG)
+        queue = yield conn.queue(common.CONSUMER_TAG)  # txamqp puts the deliveries here
+        print("Waiting for messages on queue %r. To exit press CTRL+C" % args.queue,
+              file=sys.stderr, flush=True)
         while args.count is None or printed < args.count:
-            conn = yield service.connect()
             try:
-                chan = yield common.get_channel(conn)
-                yield common.declare(chan, args)
-                # At most --prefetch messages in flight: the broker waits for our acks.
-                yield chan.basic_qos(prefetch_count=args.prefetch)
-                # After a reconnect too: a new connection starts with no consumer.
-                yield chan.basic_consume(queue=args.queue, consumer_tag=common.CONSUMER_TAG)
-                queue = yield conn.queue(common.CONSUMER_TAG)  # txamqp puts deliveries here
-                print("Waiting for messages on queue %r. To exit press CTRL+C" % args.queue,
-                      file=sys.stderr, flush=True)
+                msg = yield queue.get()
+            except defer.CancelledError:  # Ctrl-C or SIGTERM: stop here, cleanly
+                break
+            print("Received: %s from channel #%d" % (common.printable(msg.content.body), chan.id),
+                  flush=True)
+            common.report_undecodable_properties(parser.prog, msg)
+            # Acknowledge once printed: a message that was not printed stays
+            # in the queue, and the broker delivers it again. (Also one whose
+            # properties could not be decoded: its body is all we need.)
+            chan.basic_ack(delivery_tag=msg.delivery_tag)
+            printed += 1
 
-                while args.count is None or printed < args.count:
-                    msg = yield queue.get()
-                    text = common.printable(msg.content.body)
-                    print("Received: %s from channel #%d" % (text, chan.id), flush=True)
-                    common.report_undecodable_properties(parser.prog, msg)
-                    # Acknowledge once printed: a message that was not printed
-                    # stays in the queue, and the broker delivers it again.
-                    # (Also one whose properties could not be decoded: its
-                    # body is all this consumer needs.)
-                    chan.basic_ack(delivery_tag=msg.delivery_tag)
-                    printed += 1
-            except common.Disconnected as e:
-                yield service.lost(e, conn)
-    except defer.CancelledError:  # Ctrl-C or SIGTERM
-        print("Stopping after %d message(s)." % printed, file=sys.stderr)
-
-    if chan is not None and not chan.closed:
         # Messages the broker sent ahead that we did not print go back to the queue.
         yield chan.basic_cancel(consumer_tag=common.CONSUMER_TAG)
-    yield service.close(conn, chan)
+        yield chan.channel_close(reply_code=200, reply_text="bye")
+        # Channel 0 is the connection's own: closing it ends the whole session.
+        chan0 = yield conn.channel(0)
+        yield chan0.connection_close(reply_code=200, reply_text="bye")
+
+    service = common.service(reactor, spec, args, reconnect=args.reconnect)
+    try:
+        yield service.run(consume)  # consume() on a connection, again on the next when it fails
+    except defer.CancelledError:  # Ctrl-C or SIGTERM while (re)connecting: nothing to close
+        pass
+    if args.count is None or printed < args.count:
+        print("Stopping after %d message(s)." % printed, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,74 +1,85 @@
-"""txamqp's AMQClient and TwistedDelegate, fixed for today's brokers.
+"""txamqp's AMQClient, AMQChannel and TwistedDelegate, fixed for today's brokers.
 
-What changes against txamqp 0.8.2, and why:
-- frames are read and written by amqp_support.codec, so message bodies stay
-  bytes (txamqp decodes UTF-8 body frames to str and then loses count);
-- a frame reader that checks every frame and ends the connection with a
-  reason instead of raising out of dataReceived or waiting forever;
-- the reason a connection ended is kept and handed to everything still
-  waiting on it, including consumer queues (txamqp closes them mute);
-- a broker that answers with its own protocol header, or that hangs up
-  during login, is reported as what it is;
-- the client tells the broker its name and the capabilities its spec file
-  has, so RabbitMQ sends a reason with a failed login and tells a consumer
-  when it is cancelled; with 0-9-1 also publisher confirms and blocking;
-- a fast path for the frames of every message: an incoming frame is handled
-  as it comes (txamqp runs about 30 Deferreds, a lock and several generators
-  per message), and a method without a response (basic.publish, basic.ack)
-  is written at once, its frames in one write, instead of through
-  inlineCallbacks and txamqp's outgoing queue; what reaches the delegate,
-  the consumer queues and invoke's responses queue, and in which order, is
-  what txamqp delivers;
-- handlers for what txamqp's delegate has none for (a method without one
-  ends the connection): basic.ack and basic.nack of publisher confirms,
-  connection.blocked and connection.unblocked; basic.return goes to the
-  channel's publisher (amqp_support.publish) when it has one.
+A program uses these exactly as txamqp's own (conn.authenticate,
+conn.channel, chan.basic_publish, conn.queue, ...); what changes is below
+the calls. Several of the methods overridden here are txamqp's internals,
+not its public interface, so this module is written for one release,
+txamqp 0.8.2, and refuses to load with any other (UnsupportedTxamqp, one
+line). Each override, and what it fixes:
+
+AMQClient
+- dataReceived (txamqp's FrameReceiver): reads frames with amqp_support.codec,
+  so message bodies stay bytes (txamqp decodes UTF-8 body frames to str and
+  then loses count), checks every frame, and ends the connection with a
+  reason instead of raising out of dataReceived or waiting forever.
+  Together with receive() it replaces txamqp's process_frame, dispatch,
+  worker and read_content: a frame is handled as it comes (txamqp runs about
+  30 Deferreds, a lock and several generators per message) by one state
+  machine per channel (method, then content header, then body frames).
+  What reaches the delegate, the consumer queues and the responses queues,
+  and in which order, is what txamqp delivers.
+- send_frame: every frame goes out through send_frames(), the one write
+  path (txamqp's outgoing queue and writer are left idle).
+- send_init_string: the protocol header of AMQP 0-9-1, which txamqp gets wrong.
+- authenticate: also ends the login timeout and fires `opened`.
+- connectionMade, connectionLost, close, do_close, check_heartbeat: the reason
+  a connection ended (a login that timed out or that the broker hung up on,
+  a missed heartbeat, a frame error, the failure of a dispatch that txamqp
+  throws away) is kept in `reason` and handed to everything still waiting
+  on the connection, consumer queues included (txamqp closes them mute).
+- queue: consumer queues whose get() fails with that reason (ReasonQueue,
+  which overrides TimeoutDeferredQueue._raise_if_closed).
+AMQChannel
+- invoke: writes the method and its content at once, in one write, then
+  waits for the response (if the method has one) on the channel's responses
+  queue, where receive() puts whole messages.
+- do_close: a channel closed by the broker fails the publisher counting
+  confirms on it and ends the consumers on it.
+Delegate (TwistedDelegate)
+- connection_start: tells the broker the client's name and the capabilities
+  its spec file has, so RabbitMQ sends a reason with a failed login and tells
+  a consumer when it is cancelled; with 0-9-1 also publisher confirms and
+  connection.blocked.
+- connection_tune: the smaller of the broker's frame size and ours (txamqp
+  takes 0, "no limit", as is and then cuts bodies into frames of -8 bytes).
+- basic_deliver: no lock, no Deferred per message.
+- basic_return_: to the channel's publisher (amqp_support.publish).
+- basic_cancel, basic_ack, basic_nack, connection_blocked,
+  connection_unblocked: txamqp has no handler for these, and a method
+  without one ends the connection.
 """
 
 import platform
-import sys
+from importlib import metadata
 from time import time
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from txamqp import client, protocol, queue
-from txamqp.connection import Body, Frame, Header, Heartbeat, Method
+from txamqp.connection import Body, Frame, Header, Method
 from txamqp.content import Content
 from txamqp.message import Message
 
-from amqp_support.codec import (FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, FrameError, pack_frame,
-                                unpack_payload)
+from amqp_support import status
+from amqp_support.codec import FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, pack_frame, unpack_payload
+from amqp_support.errors import (ConsumerCancelled, CutMidFrame, FrameError, HeartbeatMissed, LoginRefused,
+                                 ProtocolRefused, UnexpectedMethod, UnsupportedTxamqp)
+
+TXAMQP_VERSION = "0.8.2"  # the release whose internals this module overrides
 
 
-class ProtocolRefused(Exception):
-    """The broker answered our protocol header with the one it speaks."""
-
-    def __init__(self, spec, header):
-        super().__init__(spec, header)
-        self.spec = spec
-        self.header = bytes(header)
-
-
-class CutMidFrame(Exception):
-    """The connection ended in the middle of a frame: the broker went away
-    while it was sending (a shutdown with deliveries on their way, a network
-    cut). A lost connection like any other, not a protocol error."""
+def check_txamqp(installed):
+    if installed != TXAMQP_VERSION:
+        raise UnsupportedTxamqp(
+            "amqp_support works with txamqp %s only (it overrides that release's internals),"
+            " and txamqp %s is installed: pip install txamqp==%s"
+            % (TXAMQP_VERSION, installed, TXAMQP_VERSION))
 
 
-class LoginRefused(Exception):
-    """The broker hung up between our credentials and its tune."""
-
-
-class HeartbeatMissed(Exception):
-    """Nothing from the broker for three heartbeat intervals."""
-
-
-class ConsumerCancelled(Exception):
-    """The broker cancelled a consumer (its queue was deleted, for one)."""
-
-
-class UnexpectedMethod(Exception):
-    """The broker sent a method that makes no sense where it came."""
+try:
+    check_txamqp(metadata.version("txamqp"))
+except metadata.PackageNotFoundError:
+    check_txamqp("of an unknown version")
 
 
 class ReasonQueue(queue.TimeoutDeferredQueue):
@@ -88,23 +99,40 @@ class ReasonQueue(queue.TimeoutDeferredQueue):
             raise queue.Closed(self.reason) from None
 
 
+class Incoming:
+    """A message coming in on a channel: its method frame, then one content
+    header, then body frames until `due` bytes have come."""
+
+    __slots__ = ("method", "header", "chunks", "due")
+
+    def __init__(self, method):
+        self.method = method
+        self.header = None
+        self.chunks = []
+        self.due = 0
+
+
 class AMQChannel(protocol.AMQChannel):
     # What publishes on this channel (amqp_support.publish): the delegate
     # hands it the broker's basic.ack, basic.nack and basic.return.
     publisher = None
-    partial = None  # [method, header, body chunks] of a message still coming in
+
+    def __init__(self, id, outgoing, client):
+        super().__init__(id, outgoing, client)
+        self.consumer_tags = set()  # the consumers started on this channel
 
     def do_close(self, reason):
         was_closed = self.closed
         super().do_close(reason)
-        if not was_closed and self.publisher is not None:
+        if was_closed:
+            return
+        if self.publisher is not None:
             self.publisher.channel_closed(self.reason)
+        # A consumer ends with its channel: whoever waits for its messages hears why.
+        for tag in self.consumer_tags:
+            self.client.consumer_queue(tag).close(self.reason)
 
     def invoke(self, method, args, content=None):
-        if method.responses:
-            return self.invoke_and_wait(method, args, content)
-        # Nothing to wait for (basic.publish, basic.ack, ...): write the
-        # frames now, in one write, as txamqp's writer would have one by one.
         if self.closed:
             try:
                 self._raise_closed(self.reason)
@@ -112,38 +140,50 @@ class AMQChannel(protocol.AMQChannel):
                 return defer.fail()
         frames = [Frame(self.id, Method(method, *args))]
         if method.content:
-            self.write_content(method.klass, Content() if content is None else content, frames)
+            self.content_frames(method.klass, Content() if content is None else content, frames)
         self.client.send_frames(frames)
-        return defer.succeed(None)
+        if not method.responses or self.nowait(method, args):
+            return defer.succeed(None)
+        return self.response(method)
 
-    def write_content(self, klass, content, frames):
-        # txamqp's, into a list (or its outgoing queue); the body as one
-        # frame when it fits, and b"" for no body. A larger body is cut
-        # into views of it, not copies: a body may be hundreds of MiB.
-        if isinstance(frames, list) and not content.children:
-            body = content.body
-            frames.append(Frame(self.id, Header(klass, 0, len(body), **content.properties)))
-            chunk = self.client.MAX_LENGTH - 8
-            if len(body) <= chunk:
-                if body:
-                    frames.append(Frame(self.id, Body(body)))
-            else:
-                view = memoryview(body)
-                frames.extend(Frame(self.id, Body(view[i:i + chunk])) for i in range(0, len(body), chunk))
+    @staticmethod
+    def nowait(method, args):
+        # As txamqp: a method waits for its response unless its field named
+        # "nowait" is set (a spec file must call it that, not "no-wait").
+        field = method.fields.byname.get("nowait")
+        return field is not None and args[method.fields.index(field)]
+
+    def content_frames(self, klass, content, frames):
+        """The content header and body frames of a message, onto frames:
+        the body in as few frames as the agreed frame size allows, each a
+        view of the body, not a copy (a body may be hundreds of MiB)."""
+        if content.children:
+            raise ValueError("txamqp contents with child contents are not supported")
+        body = content.body
+        if isinstance(body, str):
+            body = body.encode("utf-8")  # sized in bytes, not characters
+        frames.append(Frame(self.id, Header(klass, 0, len(body), **content.properties)))
+        chunk = self.client.MAX_LENGTH - 8
+        if len(body) <= chunk:
+            frames.extend([Frame(self.id, Body(body))] if body else [])
         else:
-            super().write_content(klass, content, frames)
+            view = memoryview(body)
+            frames.extend(Frame(self.id, Body(view[i:i + chunk])) for i in range(0, len(body), chunk))
 
     @defer.inlineCallbacks
-    def invoke_and_wait(self, method, args, content=None):
-        reply = yield super().invoke(method, args, content)
-        if reply is not None and reply.content is not None and reply.content.body == "":
-            reply.content.body = b""  # basic.get-ok of an empty message
-        return reply
-
-
-def status(text):
-    """A status line for the person running the script, on stderr."""
-    print(text, file=sys.stderr, flush=True)
+    def response(self, method):
+        try:
+            msg = yield self.responses.get()
+        except queue.Closed:
+            if self.closed:
+                self._raise_closed(self.reason)
+            raise
+        if msg.method not in method.responses:
+            raise UnexpectedMethod("the broker answered %s.%s with %s.%s" % (
+                method.klass.name, method.name, msg.method.klass.name, msg.method.name))
+        if method.klass.name == "basic" and method.name == "consume":
+            self.consumer_tags.add(msg.consumer_tag)
+        return msg
 
 
 def has_method(spec, name):
@@ -210,9 +250,8 @@ class Delegate(client.TwistedDelegate):
 
     @staticmethod
     def _publisher(ch, msg):
-        # From the broker, basic.ack and basic.nack are publisher confirms:
-        # they come only on a channel in confirm mode.
-        if getattr(ch.publisher, "settle", None) is None:
+        # From the broker, basic.ack and basic.nack are publisher confirms.
+        if ch.publisher is None:
             raise UnexpectedMethod("the broker sent basic.%s on channel %d, which is not in"
                                    " confirm mode" % (msg.method.name, ch.id))
         return ch.publisher
@@ -220,36 +259,61 @@ class Delegate(client.TwistedDelegate):
     def connection_blocked(self, ch, msg):
         # RabbitMQ stops reading from connections that publish while it is
         # low on memory or disk; it says so to clients that asked.
-        self.client.blocked = msg.reason or "no reason given"
-        status("The broker blocked the connection (%s); waiting until it unblocks."
-               % self.client.blocked)
+        status.log.info("The broker blocked the connection ({reason}); waiting until it unblocks.",
+                        reason=msg.reason or "no reason given")
 
     def connection_unblocked(self, ch, msg):
-        self.client.blocked = None
-        status("The broker unblocked the connection; going on.")
+        status.log.info("The broker unblocked the connection; going on.")
 
     def basic_cancel(self, ch, msg):
-        self.client.queues.get(msg.consumer_tag, ReasonQueue()).close(
+        self.client.consumer_queue(msg.consumer_tag).close(
             ConsumerCancelled("the broker cancelled consumer %r (was its queue deleted?)"
                               % msg.consumer_tag))
 
 
 class AMQClient(protocol.AMQClient):
-    """txamqp's client with byte-exact frames and failures that explain themselves."""
+    """txamqp's client with byte-exact frames and failures that explain themselves.
+
+    login_timeout: seconds from the TCP connection to the end of
+    authenticate(); past them the connection ends with defer.TimeoutError.
+    opened fires once authenticate() has succeeded; logged_in says so too.
+    """
 
     channelClass = AMQChannel
-    logging_in = False
+    logging_in = False  # between connection.start-ok and connection.tune
+    logged_in = False
     dispatch_failed = False
     reason = None  # why the connection ended, once it has
-    blocked = None  # the broker's reason, while it blocks the connection
+    transport_lost = False
 
-    def __init__(self, spec, vhost, heartbeat=0, clock=None):
+    def __init__(self, spec, vhost, heartbeat=0, clock=None, login_timeout=None):
         super().__init__(Delegate(), vhost, spec, heartbeat=heartbeat, clock=clock)
+        self.login_timeout = login_timeout
+        self._login_timer = None
+        self.opened = defer.Deferred()
         self._buffer = bytearray()
         self._frames_seen = False
-        # Per channel, the content still to come: None for a content header,
-        # else the body bytes its header announced and we have not seen yet.
-        self._content_due = {}
+        self._incoming = {}  # channel: the Incoming message on it, while one is
+
+    def connectionMade(self):
+        super().connectionMade()
+        if self.login_timeout:
+            self._login_timer = self.clock.callLater(
+                self.login_timeout, self.fail, defer.TimeoutError("no answer in time"))
+
+    @defer.inlineCallbacks
+    def authenticate(self, username, password, mechanism="AMQPLAIN", locale="en_US"):
+        # connection.start-ok carries the credentials, connection.tune-ok
+        # agrees on frame size and heartbeat, connection.open picks the vhost.
+        yield super().authenticate(username, password, mechanism, locale)
+        self._stop_login_timer()
+        self.logged_in = True
+        self.opened.callback(self)
+
+    def _stop_login_timer(self):
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
 
     def send_init_string(self):
         if (self.spec.major, self.spec.minor) == (0, 9):
@@ -261,7 +325,7 @@ class AMQClient(protocol.AMQClient):
         self.send_frames([frame])
 
     def send_frames(self, frames):
-        """Write these frames to the broker at once."""
+        """Write these frames to the broker at once: the one write path."""
         if self.heartbeatInterval > 0 and frames[0].payload.type != Frame.HEARTBEAT:
             self.reschedule_send_heartbeat()
         try:
@@ -282,66 +346,7 @@ class AMQClient(protocol.AMQClient):
         else:
             self.transport.write(data)
 
-    # Incoming frames. txamqp hands each frame to an inlineCallbacks
-    # (process_frame) that takes a lock to find its channel, puts it in a
-    # DeferredQueue, and has another inlineCallbacks per method (dispatch,
-    # read_content) read the method's content from there: about 30 Deferreds
-    # per message. Here a frame is handled as it comes, with the same
-    # outcome: a response to a call (queue.declare-ok, basic.get-ok and its
-    # content, ...) goes to the channel's responses queue, where txamqp's
-    # invoke waits for it; any other method, with its content once whole,
-    # goes to the delegate as (channel, Message), in the order it came.
-
-    def frame_received(self, frame):
-        ch = self.channels.get(frame.channel)
-        if ch is None:  # channel 0; check_sequence allows no other unknown one
-            ch = self.channels[frame.channel] = self.channelFactory(frame.channel, self.outgoing, self)
-        payload = frame.payload
-        kind = type(payload)
-        if kind is Method:
-            method = payload.method
-            if method.response:
-                ch.partial = None
-                ch.queue = ch.responses
-                ch.responses.put(frame)
-            elif method.content:
-                ch.partial = [payload, None, []]
-            else:
-                self.deliver(ch, Message(method, payload.args, None))
-        elif kind is Heartbeat:
-            self.last_heartbeat_received = time()
-        elif ch.partial is None:
-            ch.queue.put(frame)  # the content of a response
-        elif kind is Header:
-            ch.partial[1] = payload
-            if not payload.size:
-                self.deliver_content(ch)
-        else:
-            partial = ch.partial
-            partial[2].append(payload.content)
-            partial[1].size -= len(payload.content)  # check_sequence: never below 0
-            if not partial[1].size:
-                self.deliver_content(ch)
-
-    def deliver_content(self, ch):
-        (method, header, chunks), ch.partial = ch.partial, None
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        content = Content(body, [], dict(header.properties))
-        # None, or what in the properties could not be decoded (they hold
-        # the rest): the message is delivered all the same.
-        content.property_error = getattr(header, "property_error", None)
-        self.deliver(ch, Message(method.method, method.args, content))
-
-    def deliver(self, ch, msg):
-        if self.dispatch_failed:
-            return  # as txamqp: after a failed dispatch, nothing more is dispatched
-        try:
-            if ch.closed:
-                raise queue.Closed()
-            self.delegate.dispatch(ch, msg)
-        except Exception:
-            self.dispatch_failed = True
-            self.close(Failure())
+    # Incoming frames.
 
     def dataReceived(self, data):
         buf = self._buffer
@@ -368,61 +373,101 @@ class AMQClient(protocol.AMQClient):
                 payload = unpack_payload(self.spec, kind, bytes(buf[start + 7:end]))
                 start = end + 1
                 self._frames_seen = True
-                self.check_sequence(channel, payload)
-                self.frame_received(Frame(channel, payload))
+                self.receive(channel, payload)
         except FrameError as e:
             self.fail(e)
         del buf[:start]
         if start and self.heartbeatInterval > 0 and not self.closed:
             self.reschedule_check_heartbeat()  # once per read, not per frame
 
-    def check_heartbeat(self):
-        self.fail(HeartbeatMissed("no heartbeat from the broker for %d s"
-                                  % (self.heartbeatInterval * self.MAX_UNSEEN_HEARTBEAT)))
-
-    def check_sequence(self, channel, payload):
-        """A frame must come where AMQP puts it: a method that carries content
+    def receive(self, channel, payload):
+        """One frame, where AMQP puts it: a method that carries content
         (basic.deliver, say) is followed on its channel by one content header
         and then body frames of exactly the size the header announced, nothing
         else between. txamqp trusts the broker here, and fails or loses count
         in ways no one sees."""
-        if channel != 0 and channel not in self.channels:
-            raise FrameError("frame on channel %d, which the client never opened" % channel)
-        due = self._content_due
-        if isinstance(payload, Method):
-            if channel in due:
+        ch = self.channels.get(channel)
+        if ch is None:
+            if channel != 0:
+                raise FrameError("frame on channel %d, which the client never opened" % channel)
+            ch = self.channels[0] = self.channelFactory(0, self.outgoing, self)
+        kind = type(payload)
+        incoming = self._incoming.get(channel)
+        if kind is Method:
+            if incoming is not None:
                 raise FrameError("method %s.%s on channel %d in the middle of a message"
                                  % (payload.method.klass.name, payload.method.name, channel))
             if payload.method.content:
-                due[channel] = None
-        elif isinstance(payload, Header):
-            if channel not in due or due[channel] is not None:
+                self._incoming[channel] = Incoming(payload)
+            else:
+                self.deliver(ch, Message(payload.method, payload.args, None))
+        elif kind is Header:
+            if incoming is None or incoming.header is not None:
                 raise FrameError("content header on channel %d without a method that carries content"
                                  % channel)
             if payload.weight != 0:
                 raise FrameError("content header with %d child contents" % payload.weight)
-            if payload.size:
-                due[channel] = payload.size
-            else:
-                del due[channel]
-        elif isinstance(payload, Body):
-            if due.get(channel) is None:
+            incoming.header, incoming.due = payload, payload.size
+            if not incoming.due:
+                self.deliver_content(ch)
+        elif kind is Body:
+            if incoming is None or incoming.header is None:
                 raise FrameError("message body on channel %d without a content header" % channel)
-            due[channel] -= len(payload.content)
-            if due[channel] < 0:
+            incoming.due -= len(payload.content)
+            if incoming.due < 0:
                 raise FrameError("message body on channel %d longer than its content header said"
-                                 " (%d bytes over)" % (channel, -due[channel]))
-            if due[channel] == 0:
-                del due[channel]
+                                 " (%d bytes over)" % (channel, -incoming.due))
+            incoming.chunks.append(payload.content)
+            if not incoming.due:
+                self.deliver_content(ch)
+        else:  # Heartbeat
+            self.last_heartbeat_received = time()
+
+    def deliver_content(self, ch):
+        incoming = self._incoming.pop(ch.id)
+        chunks = incoming.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        method = incoming.method
+        content = Content(body, [], dict(incoming.header.properties))
+        # None, or what in the properties could not be decoded (they hold
+        # the rest): the message is delivered all the same.
+        content.property_error = getattr(incoming.header, "property_error", None)
+        self.deliver(ch, Message(method.method, method.args, content))
+
+    def deliver(self, ch, msg):
+        """A response to the call waiting for it (queue.declare-ok, ...), any
+        other method to the delegate, in the order they came."""
+        if msg.method.response:
+            ch.responses.put(msg)
+            return
+        if self.dispatch_failed:
+            return  # as txamqp: after a failed dispatch, nothing more is dispatched
+        try:
+            if ch.closed:
+                raise queue.Closed()
+            self.delegate.dispatch(ch, msg)
+        except Exception:
+            self.dispatch_failed = True
+            self.close(Failure())
+
+    def check_heartbeat(self):
+        self.fail(HeartbeatMissed("no heartbeat from the broker for %d s"
+                                  % (self.heartbeatInterval * self.MAX_UNSEEN_HEARTBEAT)))
 
     def fail(self, reason):
         """End the connection now, for this reason."""
         if self.reason is None:
             self.reason = Failure(reason)
-        if self.transport is not None:
+        self.abort()
+
+    def abort(self):
+        """Drop the connection now, unless it is gone already."""
+        if self.transport is not None and not self.transport_lost:
             self.transport.abortConnection()
 
     def connectionLost(self, reason):
+        self.transport_lost = True
+        self._stop_login_timer()
         if self.reason is None:
             if self._buffer:
                 reason = Failure(CutMidFrame("the connection ended in the middle of a frame"
@@ -448,11 +493,6 @@ class AMQClient(protocol.AMQClient):
             q.close(self.reason)
         self.delegate.close(self.reason)
 
-    def channel_failed(self, channel, reason):
-        # The broker closed a channel. These scripts use one channel, so
-        # that ends the connection, and with it the consumer.
-        self.close(reason.value)
-
     def consumer_queue(self, key):
         """The queue txamqp puts a consumer's deliveries in."""
         q = self.queues.get(key)
@@ -464,5 +504,4 @@ class AMQClient(protocol.AMQClient):
         return defer.succeed(self.consumer_queue(key))
 
 
-__all__ = ["AMQClient", "ConsumerCancelled", "CutMidFrame", "HeartbeatMissed", "LoginRefused", "ProtocolRefused",
-           "UnexpectedMethod"]
+__all__ = ["AMQClient", "check_txamqp"]

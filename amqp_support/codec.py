@@ -12,16 +12,14 @@ from decimal import Decimal
 from io import BytesIO
 
 from txamqp import codec
-from txamqp.connection import Body, Frame, Header, Heartbeat, Method
+from txamqp.connection import Body, Header, Heartbeat, Method
+
+from amqp_support.errors import FrameError
 
 FRAME_END = 0xCE
 FRAME_HEADER = struct.Struct("!BHI")  # type, channel, payload size
 PAYLOADS = {1: Method, 2: Header, 3: Body, 8: Heartbeat}
 PAYLOAD_TYPES = {Method: 1, Header: 2, Body: 3, Heartbeat: 8}
-
-
-class FrameError(Exception):
-    """The peer sent bytes that are not a valid AMQP frame."""
 
 
 class Codec(codec.Codec):
@@ -475,4 +473,4 @@ def known(table, key, what):
         raise FrameError("%s (id %d)" % (what, key)) from None
 
 
-__all__ = ["Codec", "Frame", "FrameError", "pack_frame", "unpack_payload", "FRAME_END", "FRAME_HEADER", "PAYLOADS"]
+__all__ = ["Codec", "pack_frame", "unpack_payload", "FRAME_END", "FRAME_HEADER", "PAYLOADS"]

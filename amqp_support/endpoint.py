@@ -2,8 +2,8 @@
 
 For amqps:// the connection is TLS, and it is verified before any AMQP byte
 (and so any credential) goes out: the broker's certificate must chain to a
-trusted CA (--cafile, else the system's trust store) and name the host in
-the URL. A broker that asks for a client certificate gets --certfile's.
+trusted CA (ClientTLS's cafile, else the system's trust store) and name the host
+in the URL. A broker that asks for a client certificate gets ClientTLS's.
 """
 
 from cryptography import x509
@@ -14,7 +14,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from zope.interface import implementer
 
-from amqp_support.errors import UsageError
+from amqp_support.errors import BadTLSFile
 
 
 @implementer(IStreamClientEndpoint)
@@ -28,9 +28,8 @@ class FailoverEndpoint:
     reads it to log in with that broker's credentials and virtual host.
     """
 
-    def __init__(self, reactor, brokers, timeout, cafile=None, certfile=None, keyfile=None):
-        self.endpoints = [(broker, client_endpoint(reactor, broker, timeout, cafile, certfile, keyfile))
-                          for broker in brokers]
+    def __init__(self, reactor, brokers, timeout, tls=None):
+        self.endpoints = [(broker, client_endpoint(reactor, broker, timeout, tls)) for broker in brokers]
         self.attempts = 0
         self.broker = brokers[0]
 
@@ -40,45 +39,52 @@ class FailoverEndpoint:
         return endpoint.connect(factory)
 
 
-def client_endpoint(reactor, broker, timeout, cafile=None, certfile=None, keyfile=None):
-    """TCP to the broker, wrapped in TLS for amqps://."""
+def client_endpoint(reactor, broker, timeout, tls=None):
+    """TCP to the broker, wrapped in TLS for amqps:// (tls: a ClientTLS; by
+    default the system's trust store and no client certificate)."""
     endpoint = HostnameEndpoint(reactor, broker.host, broker.port, timeout=timeout)
     if not broker.tls:
-        if cafile or certfile or keyfile:
-            # Whoever gave them meant TLS: don't send the password in the clear.
-            raise UsageError("--cafile, --certfile and --keyfile are for amqps:// URLs, not amqp://")
         return endpoint
-    return wrapClientTLS(tls_options(broker.host, cafile, certfile, keyfile), endpoint)
+    return wrapClientTLS((tls or ClientTLS()).options(broker.host), endpoint)
 
 
-def tls_options(host, cafile=None, certfile=None, keyfile=None):
-    """Twisted's client TLS options: verify the server as `host`, and show a
-    client certificate if there is one. Bad files are a usage error."""
-    trust = ssl.platformTrust()
-    if cafile:
-        # Every certificate in the file is trusted, so a bundle of CAs works.
-        certs = load(cafile, "--cafile", "certificates", x509.load_pem_x509_certificates)
-        trust = ssl.trustRootFromCertificates([ssl.Certificate(crypto.X509.from_cryptography(c))
-                                               for c in certs])
-    client, chain = None, []
-    if certfile:
-        # The first certificate is ours; any after it are the intermediates
-        # that link it to the CA the broker trusts. The key may sit in
-        # certfile itself, as Python's ssl module allows.
-        certs = load(certfile, "--certfile", "certificate", x509.load_pem_x509_certificates)
-        key = load(keyfile or certfile, "--keyfile" if keyfile else "--certfile", "private key",
-                   lambda data: serialization.load_pem_private_key(data, password=None))
-        if public_bytes(certs[0].public_key()) != public_bytes(key.public_key()):
-            raise UsageError("the key in %r does not belong to the certificate in %r"
-                             % (keyfile or certfile, certfile))
-        client = ssl.PrivateCertificate.fromCertificateAndKeyPair(
-            ssl.Certificate(crypto.X509.from_cryptography(certs[0])),
-            ssl.KeyPair(crypto.PKey.from_cryptography_key(key)))
-        chain = [crypto.X509.from_cryptography(c) for c in certs[1:]]
-    elif keyfile:
-        raise UsageError("--keyfile needs --certfile")
-    return ssl.optionsForClientTLS(host, trust, clientCertificate=client,
-                                   extraCertificateOptions={"extraCertChain": chain} if chain else None)
+class ClientTLS:
+    """What a TLS connection trusts and shows: the CA certificates of cafile
+    (PEM; default: the system's trust store), and the client certificate of
+    certfile with the key in keyfile (default: in certfile), if the broker
+    asks for one. Files that cannot be used raise BadTLSFile."""
+
+    def __init__(self, cafile=None, certfile=None, keyfile=None):
+        self.trust = ssl.platformTrust()
+        if cafile:
+            # Every certificate in the file is trusted, so a bundle of CAs works.
+            certs = load(cafile, "cafile", "certificates", x509.load_pem_x509_certificates)
+            self.trust = ssl.trustRootFromCertificates([ssl.Certificate(crypto.X509.from_cryptography(c))
+                                                        for c in certs])
+        self.client, self.chain = None, []
+        if certfile:
+            # The first certificate is ours; any after it are the intermediates
+            # that link it to the CA the broker trusts. The key may sit in
+            # certfile itself, as Python's ssl module allows.
+            certs = load(certfile, "certfile", "certificate", x509.load_pem_x509_certificates)
+            key = load(keyfile or certfile, "keyfile" if keyfile else "certfile", "private key",
+                       lambda data: serialization.load_pem_private_key(data, password=None))
+            if public_bytes(certs[0].public_key()) != public_bytes(key.public_key()):
+                raise BadTLSFile("keyfile" if keyfile else "certfile", keyfile or certfile,
+                                 "the key in {file} does not belong to the certificate in %r" % str(certfile))
+            self.client = ssl.PrivateCertificate.fromCertificateAndKeyPair(
+                ssl.Certificate(crypto.X509.from_cryptography(certs[0])),
+                ssl.KeyPair(crypto.PKey.from_cryptography_key(key)))
+            self.chain = [crypto.X509.from_cryptography(c) for c in certs[1:]]
+        elif keyfile:
+            raise BadTLSFile("keyfile", keyfile, "{file} is a key without a certificate")
+
+    def options(self, host):
+        """Twisted's client TLS options: verify the server as `host`, and show
+        the client certificate if there is one."""
+        return ssl.optionsForClientTLS(host, self.trust, clientCertificate=self.client,
+                                       extraCertificateOptions={"extraCertChain": self.chain}
+                                       if self.chain else None)
 
 
 def public_bytes(public_key):
@@ -86,16 +92,15 @@ def public_bytes(public_key):
                                    serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def load(path, option, what, parse):
-    """parse(the bytes of path), or a usage error naming the option."""
+def load(path, parameter, what, parse):
+    """parse(the bytes of path), or BadTLSFile naming the parameter it came in."""
     try:
         with open(path, "rb") as f:
             return parse(f.read())
     except OSError as e:
-        raise UsageError("cannot read %s %r: %s" % (option, path, e.strerror or e)) from None
+        raise BadTLSFile(parameter, path, "cannot read {file}: %s" % (e.strerror or e)) from None
     except TypeError:  # cryptography's word for an encrypted key
-        raise UsageError("the key in %s %r is encrypted: give one without a passphrase"
-                         % (option, path)) from None
+        raise BadTLSFile(parameter, path, "the key in {file} is encrypted: give one without a"
+                         " passphrase") from None
     except ValueError:
-        raise UsageError("%s %r holds no %s in PEM form" % (option, path, what)) from None
-
+        raise BadTLSFile(parameter, path, "{file} holds no %s in PEM form" % what) from None

@@ -1,121 +1,162 @@
-"""One AMQP connection that comes back when it is lost.
+"""Reconnecting, as a frame around a program's AMQP conversation.
 
-Twisted's ClientService keeps a connection to an endpoint and reconnects with
-exponential backoff and jitter; AMQPService adds AMQP's login to connecting
-and says on stderr what happens each time. With reconnect off, the first
-failure is the end. Given several brokers (the nodes of a cluster), each
-attempt goes to the next one in turn (endpoint.FailoverEndpoint).
+A program writes what it says to the broker on one connection as one
+function, conversation(conn): log in, open a channel, declare, publish or
+consume, close. AMQPService.run(conversation) calls it with a connection,
+and when that connection fails, with the next one, until the conversation
+returns: reconnecting stays out of the conversation.
+
+Connections come from Twisted's ClientService, which keeps a connection to an
+endpoint and reconnects with exponential backoff and jitter; given several
+brokers (the nodes of a cluster), each attempt goes to the next one in turn
+(endpoint.FailoverEndpoint). AMQPService adds what ClientService cannot know:
+
+- whether a failure is worth another connection (a lost or refused
+  connection, a timeout, a broker shutting down: yes; a refused login, a
+  channel error, TLS: no), and to say it in one line;
+- with reconnect off, the first failure ends the run, but the first
+  connection still tries each broker once;
+- a status line (amqp_support.status) for each failure it carries on after
+  and for the connection that follows; ConnectionFailed for the one it
+  does not.
+
+The conversation's own failures (a Failed it raised) end the run as they are.
+Cancelling run() cancels the conversation, which may stop cleanly and return.
 """
 
-import sys
-
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import defer, task
+from twisted.internet import defer, error, task
 from twisted.internet.protocol import Factory
+from txamqp.message import Message
 
+from amqp_support import status
 from amqp_support.client import AMQClient
 from amqp_support.endpoint import FailoverEndpoint
-from amqp_support.errors import Failed, channel_closed, explain, is_transient
+from amqp_support.errors import ConnectionFailed, CutMidFrame, Failed, HeartbeatMissed
+from amqp_support.explain import channel_closed, explain, reason_of
+
+TRANSIENT = (error.ConnectionRefusedError, error.DNSLookupError, error.TimeoutError,
+             error.ConnectionDone, error.ConnectionLost, error.ConnectionClosed,
+             defer.TimeoutError, HeartbeatMissed, CutMidFrame)
+
+
+def is_transient(e, conn=None):
+    """Could another connection help? After a lost or refused connection, a
+    timeout, a broker shutting down: yes. After a refusal (login, vhost,
+    protocol, TLS) or a channel error: no."""
+    e = reason_of(e, conn)
+    if isinstance(e, Message):
+        return e.reply_code == 320  # CONNECTION_FORCED: the broker is shutting down
+    return isinstance(e, TRANSIENT)
 
 
 class AMQPFactory(Factory):
     """Builds the AMQClient for a connection to the broker the endpoint is
     connecting to (its virtual host), and marks it with that broker: conn.broker."""
 
-    def __init__(self, spec, heartbeat, reactor, endpoint):
+    def __init__(self, spec, heartbeat, timeout, reactor, endpoint):
         self.spec = spec
         self.heartbeat = heartbeat
+        self.timeout = timeout
         self.reactor = reactor
         self.endpoint = endpoint
 
     def buildProtocol(self, addr):
         broker = self.endpoint.broker
-        conn = AMQClient(self.spec, broker.vhost, self.heartbeat, self.reactor)
+        conn = AMQClient(self.spec, broker.vhost, self.heartbeat, self.reactor, login_timeout=self.timeout)
         conn.factory = self
         conn.broker = broker
         return conn
 
 
 class AMQPService(ClientService):
-    def __init__(self, reactor, spec, args, reconnect):
+    """Connections to brokers (amqp_support.url.BrokerURL each, tried in
+    turn) for spec. timeout: seconds for a connection and for its login;
+    heartbeat: seconds between heartbeats (0: off); tls: endpoint.ClientTLS
+    for amqps:// brokers; reconnect: carry on after a failure that may pass.
+    hints: what explain() appends for the failures it has hints for."""
+
+    def __init__(self, reactor, spec, brokers, *, timeout, heartbeat, tls=None, reconnect, hints=None):
         self.reactor = reactor
-        self.timeout = args.timeout
         self.reconnect = reconnect
-        self.verbose = args.verbose
-        self._logged_in = None
+        self.hints = hints
+        self._ever_logged_in = False
         self._reconnecting = False
-        self.endpoint = FailoverEndpoint(reactor, args.url, args.timeout, args.cafile,
-                                         args.certfile, args.keyfile)
-        factory = AMQPFactory(spec, args.heartbeat, reactor, self.endpoint)
+        self.endpoint = FailoverEndpoint(reactor, brokers, timeout, tls)
+        factory = AMQPFactory(spec, heartbeat, timeout, reactor, self.endpoint)
         super().__init__(self.endpoint, factory, clock=reactor,
                          retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=30.0))
+
+    @defer.inlineCallbacks
+    def run(self, conversation, note=None):
+        """conversation(conn) on each new connection until it returns; its
+        result. note(): what had been done when a connection failed, said
+        with the failure."""
         self.startService()
-
-    @defer.inlineCallbacks
-    def connect(self):
-        """The logged-in connection: the current one, or the next that works."""
-        while True:
-            conn = None
-            try:
-                conn = yield self.whenConnected(failAfterFailures=1)
-                if conn.closed:  # closing, and ClientService does not know yet
-                    yield conn.disconnected.wait()
-                    # Let ClientService hear of it before asking it again.
-                    yield task.deferLater(self.reactor, 0)
+        try:
+            while True:
+                conn = yield self._next_connection()
+                if conn is None:
                     continue
-                if conn is not self._logged_in:
-                    # connection.start/start-ok carries the credentials,
-                    # tune/tune-ok agrees on frame size and heartbeat, then
-                    # connection.open picks the virtual host.
-                    yield conn.authenticate(conn.broker.username, conn.broker.password,
-                                            mechanism="PLAIN").addTimeout(self.timeout, self.reactor)
-                    self._logged_in = conn
-                    if self._reconnecting:
-                        print("connected to %s" % conn.broker, file=sys.stderr, flush=True)
-                        self._reconnecting = False
-                return conn
-            except defer.CancelledError:  # Ctrl-C: not a failure to connect
-                raise
-            except Exception as e:
-                if conn is not None and conn.transport is not None:
-                    conn.transport.abortConnection()
-                broker = conn.broker if conn is not None else self.endpoint.broker
-                # Even without reconnecting, the first connection tries each broker once.
-                first_round = (self._logged_in is None
-                               and self.endpoint.attempts < len(self.endpoint.endpoints))
-                yield self.lost(e, conn, what="cannot connect to %s" % broker, try_next=first_round)
+                try:
+                    return (yield conversation(conn))
+                except defer.CancelledError:
+                    raise
+                except Failed:
+                    raise  # the conversation's own, already said
+                except Exception as e:
+                    yield self._failed(e, conn, note() if note and conn.logged_in else None)
+        finally:
+            yield self.stopService()
 
     @defer.inlineCallbacks
-    def lost(self, e, conn=None, note=None, what=None, try_next=False):
-        """After a failure: carry on if it may pass and we reconnect (or
-        try_next: try the next broker anyway), else end.
-        note: what the script had done so far, said with the failure."""
+    def _next_connection(self):
+        """The next connection, or None after a failure to try again after."""
+        conn = None
+        try:
+            conn = yield self.whenConnected(failAfterFailures=1)
+        except defer.CancelledError:  # Ctrl-C: not a failure to connect
+            raise
+        except Exception as e:
+            yield self._failed(e, conn)
+            return None
+        if conn.closed:  # closing, and ClientService does not know yet
+            yield conn.disconnected.wait()
+            # Let ClientService hear of it before asking it again.
+            yield task.deferLater(self.reactor, 0)
+            return None
+        conn.opened.addCallback(self._logged_in)
+        return conn
+
+    def _logged_in(self, conn):
+        self._ever_logged_in = True
+        if self._reconnecting:
+            status.log.info("connected to {broker}", broker=conn.broker)
+            self._reconnecting = False
+
+    @defer.inlineCallbacks
+    def _failed(self, e, conn=None, note=None):
+        """After a failure: carry on (return) if it may pass and we reconnect,
+        or while the first connection still has brokers to try; else end
+        with ConnectionFailed."""
         # Out of ClientService's callbacks first: it may not be re-entered.
         yield task.deferLater(self.reactor, 0)
+        if conn is not None:
+            conn.abort()  # a failed login leaves it open
         broker = conn.broker if conn is not None else self.endpoint.broker
-        why = channel_closed(e, conn)
-        if why and not what:  # the connection was fine: say what did end
-            message = "the broker at %s closed the channel: %s" % (broker, why)
+        logged_in = conn is not None and conn.logged_in
+        why = channel_closed(e, conn) if logged_in else None
+        if why:  # the connection was fine: say what did end
+            what = "the broker at %s closed the channel" % broker
         else:
-            message = "%s: %s" % (what or "lost the connection to %s" % broker,
-                                  explain(e, conn, self.verbose))
-        if note:
-            message += " (%s)" % note
-        if not ((self.reconnect or try_next) and is_transient(e, conn)):
-            yield self.stopService()
-            raise Failed(message) from e
-        print(message + ("; reconnecting" if self.reconnect else "; trying the next URL"),
-              file=sys.stderr, flush=True)
+            what = ("lost the connection to %s" if logged_in else "cannot connect to %s") % broker
+            why = explain(e, conn, self.hints)
+        line = "%s: %s" % (what, why) + (" (%s)" % note if note else "")
+        # Even without reconnecting, the first connection tries each broker once.
+        first_round = (not self._ever_logged_in
+                       and self.endpoint.attempts < len(self.endpoint.endpoints))
+        if not ((self.reconnect or first_round) and is_transient(e, conn)):
+            raise ConnectionFailed(line, what, reason_of(e, conn), note) from e
+        status.log.info("{line}; {then}", line=line,
+                        then="reconnecting" if self.reconnect else "trying the next URL")
         self._reconnecting = True
-
-    @defer.inlineCallbacks
-    def close(self, conn=None, chan=None):
-        """Close the channel, then the connection, each waiting for its close-ok."""
-        if conn is not None and not conn.closed:
-            if chan is not None and not chan.closed:
-                yield chan.channel_close(reply_code=200, reply_text="bye")
-            # Channel 0 is the connection's own: closing it ends the whole session.
-            chan0 = yield conn.channel(0)
-            yield chan0.connection_close(reply_code=200, reply_text="bye"
-                                         ).addTimeout(self.timeout, self.reactor)
-        yield self.stopService()

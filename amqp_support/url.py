@@ -1,32 +1,35 @@
 """Where to connect: the broker in an amqp:// or amqps:// URL, and how to
 show it without its password."""
 
-import argparse
 import re
 from urllib.parse import quote, unquote, urlsplit
 
+from amqp_support.errors import BadURL
 
-class Broker:
-    """Where to connect, from an amqp:// or amqps:// URL."""
+
+class BrokerURL:
+    """Where to connect, from an amqp:// or amqps:// URL: host, port, tls,
+    username, password, vhost. str() shows it without the password.
+    A URL that names no broker raises BadURL."""
 
     def __init__(self, url):
         try:
             parts = urlsplit(url)
         except ValueError:  # a bad [IPv6] address, say
-            raise argparse.ArgumentTypeError("%r is not a valid URL" % self.mask(url)) from None
+            raise BadURL("%r is not a valid URL" % self.mask(url)) from None
         if parts.scheme not in ("amqp", "amqps") or not url.partition(":")[2].startswith("//"):
-            raise argparse.ArgumentTypeError(
+            raise BadURL(
                 "%r is not an amqp:// or amqps:// URL" % self.mask(url))
         if "@" not in parts.netloc and "@" in url.partition("//")[2]:
             # "amqp://user:pa/ss@host" ends its host at the "/": the password
             # would become the port and the vhost.
-            raise argparse.ArgumentTypeError(
+            raise BadURL(
                 "%r: percent-encode any \"/\", \"?\" or \"#\" in the user name or password"
                 " (%%2F, %%3F, %%23)" % self.mask(url))
         try:
             self.port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
         except ValueError:
-            raise argparse.ArgumentTypeError("the port in %r is not a port number" % self.mask(url)) from None
+            raise BadURL("the port in %r is not a port number" % self.mask(url)) from None
         self.tls = parts.scheme == "amqps"
         self.host = parts.hostname or "localhost"
         self.username = unquote(parts.username or "guest")
@@ -47,7 +50,7 @@ class Broker:
         return "%s***@%s" % (user + ":" if user else "", url.rpartition("@")[2])
 
     def __repr__(self):
-        return "Broker(%r)" % str(self)
+        return "BrokerURL(%r)" % str(self)
 
     def __str__(self):
         # Never the password: this string goes into messages and logs.

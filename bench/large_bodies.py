@@ -14,7 +14,7 @@ into a lazy queue (the node pages the messages to disk):
 import argparse
 import sys
 
-from measure import BenchError, Broker, ours_producer, pika_producer, run
+from measure import BenchError, QueueProbe, ours_producer, pika_producer, run
 from node import throwaway_node
 
 QUEUE, KEY = "bench_large_queue", "bench_large_key"
@@ -81,7 +81,7 @@ def main():
     parser.add_argument("--specs", nargs="+", default=["amqp0-9-1.xml"], help="the first is used")
     args = parser.parse_args()
     with throwaway_node() as node:
-        broker = Broker(node.url)
+        broker = QueueProbe(node.url)
         try:
             results = measure(node.url, broker, node, args)
         finally:

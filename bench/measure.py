@@ -191,7 +191,7 @@ def amqp_publish(url, message=None, key=KEY):
     return [AMQP_PUBLISH, "-u", url, "-e", EXCHANGE, "-r", key, "-p", *body]
 
 
-class Broker:
+class QueueProbe:
     """A pika connection to the node, to check and empty the queues between runs."""
 
     def __init__(self, url):

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from measure import (HERE, PY, QUEUE, ROOT, BenchError, Broker, ours_consumer, ours_producer, pika_producer, run,
+from measure import (HERE, PY, QUEUE, ROOT, BenchError, QueueProbe, ours_consumer, ours_producer, pika_producer, run,
                      write_bodies)
 from node import throwaway_node
 
@@ -364,7 +364,7 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="txamqp-profile-") as workdir, throwaway_node() as node:
         url = node.url
-        broker = Broker(url)
+        broker = QueueProbe(url)
         try:
             path = Path(workdir) / "bodies.txt"
             write_bodies(path, n)

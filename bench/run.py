@@ -45,7 +45,7 @@ from importlib import metadata
 from pathlib import Path
 
 import large_bodies
-from measure import (AMQP_PUBLISH, AMQP_TOOLS_HINT, EXCHANGE, HERE, KEY, PY, QUEUE, BenchError, Broker,
+from measure import (AMQP_PUBLISH, AMQP_TOOLS_HINT, EXCHANGE, HERE, KEY, PY, QUEUE, BenchError, QueueProbe,
                      aio_pika_consumer, aio_pika_producer, amqp_publish, ours_consumer, ours_producer,
                      pika_consumer, pika_producer, run, write_bodies)
 from node import throwaway_node
@@ -434,7 +434,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="txamqp-bench-") as workdir, throwaway_node() as node:
         args.workdir = workdir
         say(f"RabbitMQ node up at {node.url}")
-        broker = Broker(node.url)
+        broker = QueueProbe(node.url)
         try:
             path = Path(workdir) / "bodies.txt"
             write_bodies(path, args.messages, size=args.body_size)

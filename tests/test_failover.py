@@ -18,7 +18,7 @@ def dead_url(user="guest", password="guest", vhost="%2F"):
 
 def shown(url):
     """The URL as messages show it (no password)."""
-    return str(common.Broker(url))
+    return str(common.BrokerURL(url))
 
 
 def parse(*argv):

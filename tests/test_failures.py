@@ -308,6 +308,25 @@ def test_verbose_shows_the_traceback():
     assert "producer.py: error: cannot connect to amqp://guest@127.0.0.1:%d/%%2F: connection refused" % port in err
 
 
+# --- the installed txamqp ----------------------------------------------------
+
+@pytest.mark.parametrize("script", ["producer.py", "consumer.py"])
+def test_another_txamqp_release_is_refused_in_one_line(script, tmp_path):
+    # amqp_support.client overrides txamqp 0.8.2's internals: with any other
+    # release installed, the scripts say so instead of failing somewhere inside.
+    other = tmp_path / "other_txamqp.py"
+    other.write_text(
+        "import importlib.metadata, runpy, sys\n"
+        "real = importlib.metadata.version\n"
+        "importlib.metadata.version = lambda name: '0.9.0' if name == 'txamqp' else real(name)\n"
+        "sys.argv = sys.argv[1:]\n"
+        "sys.path.insert(0, '')  # the repo root, as python SCRIPT would put there\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    result = helpers.run_script(other, script, "amqp0-8.xml", "x", url=NOWHERE)
+    fails(result, 1, "%s: error: amqp_support works with txamqp 0.8.2 only" % script,
+          "txamqp 0.9.0 is installed", "pip install txamqp==0.8.2")
+
+
 def test_verbose_run_does_not_ask_for_verbose(monkeypatch):
     # An unexpected exception: with --verbose, the traceback is already shown.
     class Interruption:

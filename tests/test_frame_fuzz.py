@@ -18,8 +18,9 @@ from txamqp import spec as amqp_spec
 from txamqp.connection import Method
 
 from amqp_support.client import AMQClient
-from amqp_support.codec import FrameError, pack_frame
-from amqp_support.errors import explain
+from amqp_support.codec import pack_frame
+from amqp_support.errors import FrameError
+from amqp_support.explain import explain
 from helpers import PASSWORD, ROOT
 
 SPECS = {name: amqp_spec.load(str(ROOT / name)) for name in ("amqp0-8.xml", "amqp0-9-1.xml")}

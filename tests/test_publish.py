@@ -9,7 +9,6 @@ import re
 import time
 
 import pytest
-from twisted.internet import defer
 from txamqp.client import Closed
 from txamqp.content import Content
 
@@ -116,20 +115,32 @@ class RecordingChannel:
 
     def __init__(self):
         self.published = []
-        self.log = []  # "publish" and "commit", in order
 
-    def basic_publish(self, **fields):
-        self.published.append(fields)
-        self.log.append("publish")
-        return defer.succeed(None)
-
-    def tx_commit(self):
-        self.log.append("commit")
-        return defer.succeed(None)
+    def basic_publish(self, content):
+        self.published.append(content)
 
 
-def confirms(window, window_bytes=1 << 20):
-    return publish.Confirms(RecordingChannel(), window, window_bytes)
+def outbox_on(chan, contents, confirms=True, window=1000, window_bytes=1 << 20):
+    outbox = publish.Outbox(contents, confirms=confirms, window=window, window_bytes=window_bytes)
+    outbox.watch(chan)
+    return outbox
+
+
+def publisher(window, contents, window_bytes=1 << 20):
+    """An Outbox in confirm mode watching a recording channel, and a
+    publish(): publish the next message, then wait for room, as producer.py does."""
+    chan = RecordingChannel()
+    outbox = outbox_on(chan, contents, window=window, window_bytes=window_bytes)
+    messages = outbox.messages()
+
+    def publish_next():
+        chan.basic_publish(next(messages))
+        return outbox.wait_for_room()
+    return outbox, chan, publish_next
+
+
+def bodies(*texts):
+    return [Content(text) for text in texts]
 
 
 def fired(d):
@@ -140,93 +151,104 @@ def fired(d):
 
 
 def test_window_holds_the_publisher_until_confirms_come():
-    p = confirms(window=3)
-    assert fired(p.publish(body=0)) and fired(p.publish(body=1))
-    waiting = p.publish(body=2)  # tags 1, 2, 3 unconfirmed: the window is full
+    outbox, chan, publish_next = publisher(3, bodies(b"0", b"1", b"2", b"3"))
+    assert fired(publish_next()) and fired(publish_next())
+    waiting = publish_next()  # tags 1, 2, 3 unconfirmed: the window is full
     assert not fired(waiting)
-    p.settle(2, multiple=False, accepted=True)  # out of order: 1 and 3 left
+    outbox.settle(2, multiple=False, accepted=True)  # out of order: 1 and 3 left
     assert fired(waiting)
-    waiting = p.publish(body=3)  # 1, 3, 4
+    waiting = publish_next()  # 1, 3, 4
     assert not fired(waiting)
-    p.settle(3, multiple=True, accepted=True)  # 1 and 3 (2 is done): 4 left
+    outbox.settle(3, multiple=True, accepted=True)  # 1 and 3 (2 is done): 4 left
     assert fired(waiting)
-    done = p.finish()
+    done = outbox.wait_for_all()
     assert not fired(done)
-    p.settle(4, multiple=False, accepted=True)
-    assert done.result == 4
-    assert [fields["body"] for fields in p.chan.published] == [0, 1, 2, 3]
+    outbox.settle(4, multiple=False, accepted=True)
+    assert fired(done) and outbox.sent() == 4
+    assert [c.body for c in chan.published] == [b"0", b"1", b"2", b"3"]
 
 
 def test_nacks_count_each_message_once():
-    p = confirms(window=10)
-    for i in range(6):
-        p.publish(body=i)
-    p.settle(2, multiple=False, accepted=False)
-    p.settle(3, multiple=True, accepted=False)  # 1 and 3, not 2 again
-    p.settle(6, multiple=True, accepted=True)
+    outbox, _, publish_next = publisher(10, bodies(*b"a b c d e f".split()))
+    for _ in range(6):
+        publish_next()
+    outbox.settle(2, multiple=False, accepted=False)
+    outbox.settle(3, multiple=True, accepted=False)  # 1 and 3, not 2 again
+    outbox.settle(6, multiple=True, accepted=True)
+    assert fired(outbox.wait_for_all())
     with pytest.raises(Failed, match=r"3 of 6 message\(s\) were refused by the broker"):
-        p.check()
-    done = p.finish()
-    assert done.called and isinstance(done.result.value, Failed)
-    done.addErrback(lambda _: None)
+        outbox.sent()
 
 
 def test_progress_tells_refused_messages_apart():
-    p = confirms(window=10)
-    for i in range(4):
-        p.publish(body=i)
-    p.settle(1, multiple=False, accepted=False)
-    p.settle(2, multiple=False, accepted=True)
-    assert p.progress() == ("the broker had taken 1 message(s) and refused 1;"
-                            " 2 more were sent but not confirmed")
+    outbox, _, publish_next = publisher(10, bodies(*b"a b c d".split()))
+    for _ in range(4):
+        publish_next()
+    outbox.settle(1, multiple=False, accepted=False)
+    outbox.settle(2, multiple=False, accepted=True)
+    assert outbox.progress() == ("the broker had taken 1 message(s) and refused 1;"
+                                 " 2 more were sent but not confirmed")
 
 
 def test_bytes_unconfirmed_are_bounded_too():
     # Room for 1000 messages but 10 bytes: the third 4-byte message waits.
-    p = confirms(window=1000, window_bytes=10)
-    assert fired(p.publish(content=Content(b"1234"))) and fired(p.publish(content=Content(b"5678")))
-    waiting = p.publish(content=Content(b"9abc"))
+    outbox, _, publish_next = publisher(1000, bodies(b"1234", b"5678", b"9abc", b"de"), window_bytes=10)
+    assert fired(publish_next()) and fired(publish_next())
+    waiting = publish_next()
     assert not fired(waiting)
-    p.settle(2, multiple=True, accepted=True)  # 4 bytes left
+    outbox.settle(2, multiple=True, accepted=True)  # 4 bytes left
     assert fired(waiting)
-    assert fired(p.publish(content=Content(b"de")))  # 6 bytes
+    assert fired(publish_next())  # 6 bytes
 
 
 def test_a_message_larger_than_the_byte_window_goes_alone():
-    p = confirms(window=1000, window_bytes=10)
-    waiting = p.publish(content=Content(b"x" * 100))
-    assert len(p.chan.published) == 1  # sent, however big
+    outbox, chan, publish_next = publisher(1000, bodies(b"x" * 100), window_bytes=10)
+    waiting = publish_next()
+    assert len(chan.published) == 1  # sent, however big
     assert not fired(waiting)  # and nothing more until it is confirmed
-    p.settle(1, multiple=False, accepted=True)
+    outbox.settle(1, multiple=False, accepted=True)
     assert fired(waiting)
 
 
-def test_transactions_commit_every_window_bytes():
-    p = publish.Transactions(RecordingChannel(), 1000, window_bytes=10)
-    for body in (b"1234", b"5678", b"9abc", b"d"):
-        p.publish(content=Content(body))
-    assert p.chan.log == ["publish"] * 3 + ["commit", "publish"]
-    assert p.finish().result == 4
-    assert p.chan.log[-1] == "commit"
+def test_a_transaction_is_full_at_window_bytes():
+    # producer.py commits when the outbox is full: every 10 bytes here.
+    outbox = outbox_on(RecordingChannel(), bodies(b"1234", b"5678", b"9abc", b"d"), confirms=False,
+                       window_bytes=10)
+    full = []
+    for _ in outbox.messages():
+        full.append(outbox.full())
+        if outbox.full():
+            outbox.committed()
+    assert full == [False, False, True, False]
+    assert not fired(outbox.wait_for_all())
+    outbox.committed()
+    assert fired(outbox.wait_for_all()) and outbox.sent() == 4
 
 
 def test_a_confirm_for_no_waiting_message_is_an_error():
-    p = confirms(window=10)
-    p.publish(body=0)
-    p.settle(1, multiple=False, accepted=True)
+    outbox, _, publish_next = publisher(10, bodies(b"0"))
+    publish_next()
+    outbox.settle(1, multiple=False, accepted=True)
     with pytest.raises(UnexpectedMethod, match="delivery tag 1"):
-        p.settle(1, multiple=False, accepted=True)
+        outbox.settle(1, multiple=False, accepted=True)
     with pytest.raises(UnexpectedMethod, match="delivery tag 7"):
-        p.settle(7, multiple=True, accepted=True)
+        outbox.settle(7, multiple=True, accepted=True)
+
+
+def test_a_confirm_in_a_transaction_is_an_error():
+    outbox = outbox_on(RecordingChannel(), bodies(b"0"), confirms=False)
+    list(outbox.messages())
+    with pytest.raises(UnexpectedMethod, match="delivery tag 1"):
+        outbox.settle(1, multiple=False, accepted=True)
 
 
 def test_closed_channel_fails_who_waits_for_confirms():
-    p = confirms(window=1)
-    waiting = p.publish(body=0)
-    p.channel_closed("the reason")
+    outbox, _, publish_next = publisher(1, bodies(b"0"))
+    waiting = publish_next()
+    outbox.channel_closed("the reason")
     assert isinstance(waiting.result.value, Closed) and waiting.result.value.args == ("the reason",)
     waiting.addErrback(lambda _: None)
-    later = p.finish()
+    later = outbox.wait_for_all()
     assert isinstance(later.result.value, Closed)
     later.addErrback(lambda _: None)
 
@@ -234,9 +256,28 @@ def test_closed_channel_fails_who_waits_for_confirms():
 def test_cancelled_wait_is_forgotten():
     # Ctrl-C cancels what the producer waits for; a confirm that comes
     # afterwards must not fire the cancelled Deferred again.
-    p = confirms(window=1)
-    waiting = p.publish(body=0)
+    outbox, _, publish_next = publisher(1, bodies(b"0"))
+    waiting = publish_next()
     waiting.cancel()
     waiting.addErrback(lambda _: None)
-    p.settle(1, multiple=False, accepted=True)
-    assert p.finish().result == 1
+    outbox.settle(1, multiple=False, accepted=True)
+    assert fired(outbox.wait_for_all()) and outbox.sent() == 1
+
+
+def test_what_a_lost_channel_left_unconfirmed_goes_first_on_the_next():
+    outbox, _, publish_next = publisher(10, bodies(*b"0 1 2 3 4".split()))
+    for _ in range(3):
+        publish_next()
+    outbox.settle(1, multiple=False, accepted=True)  # 2 and 3 unconfirmed
+    outbox.channel_closed("lost")
+    assert outbox.progress() == "the broker had taken 1 message(s); 2 more were sent but not confirmed"
+    second = RecordingChannel()
+    outbox.watch(second)
+    messages = outbox.messages()
+    second.basic_publish(next(messages))  # "1" again: tags start over on a new channel
+    outbox.channel_closed("lost again")
+    outbox.watch(RecordingChannel())
+    again = [c.body for c in outbox.messages()]
+    assert [c.body for c in second.published] == [b"1"] and again == [b"1", b"2", b"3", b"4"]
+    outbox.settle(4, multiple=True, accepted=True)
+    assert fired(outbox.wait_for_all()) and outbox.sent() == 5

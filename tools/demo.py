@@ -31,7 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from amqp_support.url import Broker  # noqa: E402 (standard library only, like this file)
+from amqp_support.errors import BadURL  # noqa: E402 (standard library only, like this file)
+from amqp_support.url import BrokerURL  # noqa: E402
 
 VENV = ROOT / ".venv"
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
@@ -174,7 +175,7 @@ class ThrowawayNode:
         path = Path(self.dir.name)
         self.port = free_port()
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
-        self.broker = Broker(self.url)
+        self.broker = BrokerURL(self.url)
         (path / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n")
         (path / "rabbitmq-env.conf").write_text("")
         self.env = dict(
@@ -266,7 +267,7 @@ def install_rabbitmq(server, install):
         raise DemoError(f"rabbitmq-server was installed but {server} is still missing")
     with contextlib.suppress(DemoError):
         time.sleep(2)  # the package may have started its service
-        spec_for(Broker(DEFAULT_URL))
+        spec_for(BrokerURL(DEFAULT_URL))
         say("the package started a system RabbitMQ on localhost:5672; it stays"
             " (`systemctl disable --now rabbitmq-server` stops it for good)")
 
@@ -290,8 +291,8 @@ def find_broker(args, cleanup):
     urls = os.environ.get("AMQP_URL", "").split()
     if urls:
         try:
-            brokers = [Broker(url) for url in urls]
-        except argparse.ArgumentTypeError as e:
+            brokers = [BrokerURL(url) for url in urls]
+        except BadURL as e:
             raise DemoError(f"AMQP_URL: {e}", status=2) from None
         failures = []
         for broker in brokers:  # the scripts try them in this order too
@@ -306,7 +307,7 @@ def find_broker(args, cleanup):
             say_what_stays(broker)
             return os.environ["AMQP_URL"], spec
         raise DemoError("no broker in AMQP_URL answers: " + "; ".join(failures))
-    local = Broker(DEFAULT_URL)
+    local = BrokerURL(DEFAULT_URL)
     try:
         spec = spec_for(local)
     except DemoError:

@@ -1,0 +1,146 @@
+"""Any failure of a connection, said in one line a person can act on.
+
+explain(e) words what amqp_support, txamqp, Twisted or OpenSSL raised in the
+library's own terms. Some failures have a remedy that only the program knows
+how to name (an option to give, a file to use): explain() appends the text
+`hints` holds for it, keyed by these names:
+
+    untrusted-certificate  the broker's certificate is not from a trusted CA
+    client-certificate     the broker asks for a client certificate
+    speaks-0-9-1           the broker refused AMQP 0-8 and speaks 0-9-1 (or 1.0)
+    speaks-0-8             the broker refused AMQP 0-9-1 and speaks 0-8
+    unexpected             an exception nobody expected (no hint: none shown)
+"""
+
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet import defer, error
+from txamqp import client, queue
+from twisted.python.failure import Failure
+from txamqp.message import Message
+
+from amqp_support.errors import (ConsumerCancelled, CutMidFrame, Failed, FrameError, HeartbeatMissed,
+                                 LoginRefused, ProtocolRefused, UnexpectedMethod)
+
+
+def reason_of(e, conn=None):
+    """What really ended a call: txamqp wraps it in Closed(...) or Failure;
+    conn.reason says why a connection ended when txamqp's Closed does not."""
+    while True:
+        if isinstance(e, Failure):
+            e = e.value
+        elif isinstance(e, (client.Closed, queue.Closed)) and e.args and e.args[0] is not None:
+            e = e.args[0]
+        elif isinstance(e, (client.Closed, queue.Closed)) and getattr(conn, "reason", None) is not None:
+            e, conn = conn.reason, None
+        else:
+            return e
+
+
+HEADERS = {
+    (0, 0, 9, 1): "AMQP 0-9-1", (1, 1, 8, 0): "AMQP 0-8", (1, 1, 0, 9): "AMQP 0-9",
+    (0, 1, 0, 0): "AMQP 1.0", (2, 1, 0, 0): "AMQP 1.0 (TLS)", (3, 1, 0, 0): "AMQP 1.0 (SASL)",
+}
+
+
+def protocol_refused(e, hints):
+    ours = "AMQP 0-8" if (e.spec.major, e.spec.minor) == (8, 0) else "AMQP 0-9-1"
+    offered = HEADERS.get(tuple(e.header[4:8]), repr(e.header))
+    text = "the broker refused %s and answered with the %s protocol header" % (ours, offered)
+    if ours == "AMQP 0-8":
+        text += "; RabbitMQ 4.0 and later no longer speak AMQP 0-8"
+    hint = hints.get("speaks-0-8" if offered in ("AMQP 0-8", "AMQP 0-9") else "speaks-0-9-1")
+    return text + ("; %s" % hint if hint else "")
+
+
+def broker_closed(message):
+    """connection.close or channel.close, as the broker explained it."""
+    what = "connection" if message.method.klass.name == "connection" else "channel"
+    return "the broker closed the %s: %s" % (what, close_reason(message))
+
+
+def close_reason(message):
+    """The reply code and text of a close, and the method it answers."""
+    return "%s %s%s" % (message.reply_code, message.reply_text, in_reply_to(message))
+
+
+def channel_closed(e, conn=None):
+    """Why the broker closed the channel, if that is what ended this call, else
+    None. A channel error (406 on a declare, 403, a message too big) leaves
+    the connection as it was."""
+    e = reason_of(e, conn)
+    if isinstance(e, Message) and e.method.klass.name == "channel":
+        return close_reason(e)
+    return None
+
+
+def in_reply_to(message):
+    """The method the broker's close answers, as " (in reply to class.method)"."""
+    try:
+        klass = message.method.klass.spec.classes.byid[message.class_id]
+        return " (in reply to %s.%s)" % (klass.name, klass.methods.byid[message.method_id].name)
+    except KeyError:
+        return ""
+
+
+# What OpenSSL's reason for a failed handshake means, and the hint for it.
+TLS_REASONS = {
+    "certificate verify failed":
+        ("the broker's certificate is not from a CA we trust, or not valid now", "untrusted-certificate"),
+    "certificate required": ("the broker requires a client certificate", "client-certificate"),
+    "unknown ca": ("the broker does not trust the CA of our client certificate", None),
+    "bad certificate": ("the broker refused our client certificate", None),
+    "wrong version number": ("the broker did not answer in TLS: is this its amqps:// port?", None),
+    "packet length too long": ("the broker did not answer in TLS: is this its amqps:// port?", None),
+    "record layer failure": ("the broker did not answer in TLS: is this its amqps:// port?", None),
+}
+
+
+def tls_failed(e, hints):
+    if isinstance(e, VerificationError):
+        # Raised by Twisted's host name check, inside the handshake.
+        return ("TLS failed: the broker's certificate does not name the host in the URL"
+                " (connect with a host name the certificate names)")
+    # OpenSSL's errors come as a list of (library, function, reason).
+    errors = e.args[0] if e.args and isinstance(e.args[0], list) else []
+    text = "; ".join(str(err[-1]) for err in errors if isinstance(err, tuple) and err) or str(e)
+    meaning, hint = next((found for words, found in TLS_REASONS.items() if words in text), (None, None))
+    if meaning and hints.get(hint):
+        meaning = "%s (%s)" % (meaning, hints[hint])
+    return "TLS failed: %s%s" % (text, ": " + meaning if meaning else "")
+
+
+def explain(e, conn=None, hints=None):
+    """e in one line. conn: the connection it happened on (its reason is
+    the real one when txamqp only says Closed)."""
+    hints = hints or {}
+    e = reason_of(e, conn)
+    if isinstance(e, Message):
+        return broker_closed(e)
+    if isinstance(e, (client.Closed, queue.Closed)):
+        return "the connection closed"
+    if isinstance(e, (Failed, ConsumerCancelled, CutMidFrame, HeartbeatMissed, UnexpectedMethod)):
+        return str(e)
+    if isinstance(e, ProtocolRefused):
+        return protocol_refused(e, hints)
+    if isinstance(e, LoginRefused):
+        return ("the broker closed the connection during login: wrong user name or password,"
+                " or that user may not log in from this host")
+    if isinstance(e, FrameError):
+        return "the broker sent data that is not AMQP: %s" % e
+    if isinstance(e, error.ConnectionRefusedError):
+        return "connection refused (is RabbitMQ running there?)"
+    if isinstance(e, error.DNSLookupError):
+        return "unknown host"
+    if isinstance(e, (error.TimeoutError, defer.TimeoutError, defer.CancelledError)):
+        return "no answer in time"
+    if isinstance(e, error.ConnectionDone):
+        return "the broker closed the connection"
+    if isinstance(e, (error.ConnectionLost, error.ConnectionClosed)):
+        return "the connection to the broker was lost"
+    if isinstance(e, (SSL.Error, VerificationError)):
+        return tls_failed(e, hints)
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = "%s: %s" % (type(e).__name__, e)
+    return "%s (%s)" % (text, hints["unexpected"]) if hints.get("unexpected") else text

@@ -1,0 +1,13 @@
+"""Status lines for the person running a program ("reconnecting", "connected
+to ...", "the broker blocked the connection"): amqp_support prints nothing,
+it logs them as twisted.logger events in one namespace, and the program
+decides where they go (common.py shows them on stderr)."""
+
+from twisted.logger import Logger
+
+log = Logger(namespace=__name__)
+
+
+def is_status(event):
+    """Whether a twisted.logger event is one of these status lines."""
+    return event.get("log_namespace") == __name__
