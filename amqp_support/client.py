@@ -18,8 +18,10 @@ AMQClient
   machine per channel (method, then content header, then body frames).
   What reaches the delegate, the consumer queues and the responses queues,
   and in which order, is what txamqp delivers.
-- send_frame: every frame goes out through send_frames(), the one write
-  path (txamqp's outgoing queue and writer are left idle).
+- send_frame: every frame goes out through write(), the one write path
+  (txamqp's outgoing queue and writer are left idle).
+- reschedule_send_heartbeat, send_heartbeat: a heartbeat after a quiet
+  spell, without txamqp's new timer for every frame sent.
 - send_init_string: the protocol header of AMQP 0-9-1, which txamqp gets wrong.
 - authenticate: also ends the login timeout and fires `opened`.
 - connectionMade, connectionLost, close, do_close, check_heartbeat: the reason
@@ -30,7 +32,8 @@ AMQClient
 - queue: consumer queues whose get() fails with that reason (ReasonQueue,
   which overrides TimeoutDeferredQueue._raise_if_closed).
 AMQChannel
-- invoke: writes the method and its content at once, in one write, then
+- invoke: writes the method and its content at once, in one write (an
+  ordinary basic.publish the quick way: codec.MessageFrames), then
   waits for the response (if the method has one) on the channel's responses
   queue, where receive() puts whole messages.
 - do_close: a channel closed by the broker fails the publisher counting
@@ -61,7 +64,8 @@ from txamqp.content import Content
 from txamqp.message import Message
 
 from amqp_support import status
-from amqp_support.codec import FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, pack_frame, unpack_payload
+from amqp_support.codec import (FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, MessageFrames, pack_frame,
+                                 unpack_payload)
 from amqp_support.errors import (ConsumerCancelled, CutMidFrame, FrameError, HeartbeatMissed, LoginRefused,
                                  ProtocolRefused, UnexpectedMethod, UnsupportedTxamqp)
 
@@ -138,6 +142,12 @@ class AMQChannel(protocol.AMQChannel):
                 self._raise_closed(self.reason)
             except Exception:
                 return defer.fail()
+        if method.content and content is not None and not method.responses:
+            # basic.publish: the quick way, when the message is an ordinary one.
+            data = self.client.message_frames.message(self.id, method, args, content)
+            if data is not None:
+                self.client.write(data)
+                return defer.succeed(None)
         frames = [Frame(self.id, Method(method, *args))]
         if method.content:
             self.content_frames(method.klass, Content() if content is None else content, frames)
@@ -229,6 +239,7 @@ class Delegate(client.TwistedDelegate):
                                         " AMQP's minimum of 4096" % frame_max))
             return
         self.client.MAX_LENGTH = frame_max
+        self.client.message_frames = MessageFrames(frame_max)
         ch.connection_tune_ok(channel_max=msg.channel_max, frame_max=frame_max,
                               heartbeat=self.client.heartbeatInterval)
         self.client.started.fire()
@@ -294,6 +305,8 @@ class AMQClient(protocol.AMQClient):
         self._buffer = bytearray()
         self._frames_seen = False
         self._incoming = {}  # channel: the Incoming message on it, while one is
+        self.message_frames = MessageFrames(self.MAX_LENGTH)
+        self._quiet = True  # nothing sent since the heartbeat timer last ran
 
     def connectionMade(self):
         super().connectionMade()
@@ -325,9 +338,7 @@ class AMQClient(protocol.AMQClient):
         self.send_frames([frame])
 
     def send_frames(self, frames):
-        """Write these frames to the broker at once: the one write path."""
-        if self.heartbeatInterval > 0 and frames[0].payload.type != Frame.HEARTBEAT:
-            self.reschedule_send_heartbeat()
+        """Write these frames to the broker at once."""
         try:
             pieces = []
             for frame in frames:
@@ -344,7 +355,28 @@ class AMQClient(protocol.AMQClient):
         except Exception as e:
             self.fail(e)
         else:
-            self.transport.write(data)
+            self.write(data)
+
+    def write(self, data):
+        """The one write path: bytes of whole frames, to the broker."""
+        self._quiet = False
+        self.transport.write(data)
+
+    # Heartbeats: any frame tells the broker we are alive, so a heartbeat
+    # frame is needed only after a quiet spell. txamqp restarts a timer on
+    # every frame it sends (a cancelled and a new delayed call per message);
+    # here the timer runs every half interval, and sends a heartbeat when
+    # nothing went out since it last ran: never more than an interval of
+    # silence.
+
+    def reschedule_send_heartbeat(self):
+        if self.heartbeatInterval > 0 and not self.sendHB.running:
+            self.sendHB.start(self.heartbeatInterval / 2, now=False)
+
+    def send_heartbeat(self):
+        if self._quiet:
+            super().send_heartbeat()
+        self._quiet = True
 
     # Incoming frames.
 

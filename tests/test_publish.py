@@ -9,6 +9,7 @@ import re
 import time
 
 import pytest
+from twisted.internet import defer
 from txamqp.client import Closed
 from txamqp.content import Content
 
@@ -135,7 +136,8 @@ def publisher(window, contents, window_bytes=1 << 20):
 
     def publish_next():
         chan.basic_publish(next(messages))
-        return outbox.wait_for_room()
+        wait = outbox.wait_for_room()
+        return defer.succeed(None) if wait is None else wait  # None: room now (yield None goes on)
     return outbox, chan, publish_next
 
 
@@ -166,6 +168,19 @@ def test_window_holds_the_publisher_until_confirms_come():
     outbox.settle(4, multiple=False, accepted=True)
     assert fired(done) and outbox.sent() == 4
     assert [c.body for c in chan.published] == [b"0", b"1", b"2", b"3"]
+
+
+def test_no_deferred_for_a_message_while_the_window_has_room():
+    outbox, chan, _ = publisher(3, bodies(b"0", b"1", b"2", b"3"))
+    messages = outbox.messages()
+    chan.basic_publish(next(messages))
+    assert outbox.wait_for_room() is None
+    chan.basic_publish(next(messages))
+    chan.basic_publish(next(messages))
+    waiting = outbox.wait_for_room()  # 3 unconfirmed: full
+    assert isinstance(waiting, defer.Deferred) and not fired(waiting)
+    outbox.settle(3, multiple=True, accepted=True)
+    assert fired(waiting)
 
 
 def test_nacks_count_each_message_once():
