@@ -45,7 +45,9 @@ Delegate (TwistedDelegate)
   connection.blocked.
 - connection_tune: the smaller of the broker's frame size and ours (txamqp
   takes 0, "no limit", as is and then cuts bodies into frames of -8 bytes).
-- basic_deliver: no lock, no Deferred per message.
+- basic_deliver: no lock, no Deferred per message; the deliveries of one
+  read go into their consumer queue together (ReasonQueue.put_all), so a
+  consumer can tell the last of them: its queue's `pending` is empty.
 - basic_return_: to the channel's publisher (amqp_support.publish).
 - basic_cancel, basic_ack, basic_nack, connection_blocked,
   connection_unblocked: txamqp has no handler for these, and a method
@@ -95,6 +97,16 @@ class ReasonQueue(queue.TimeoutDeferredQueue):
         if self.reason is None:
             self.reason = reason
         super().close()
+
+    def put_all(self, items):
+        """Put several at once: whoever waits gets the first while the others
+        are in `pending` already, so a consumer can tell the last of the
+        messages that arrived together (pending is empty)."""
+        if self.waiting:
+            self.pending.extend(items[1:])
+            self.waiting.pop(0).callback(items[0])
+        else:
+            self.pending.extend(items)
 
     def _raise_if_closed(self, result, call_id):
         try:
@@ -245,7 +257,7 @@ class Delegate(client.TwistedDelegate):
         self.client.started.fire()
 
     def basic_deliver(self, ch, msg):
-        self.client.consumer_queue(msg.consumer_tag).put(msg)
+        self.client.arrived(msg.consumer_tag, msg)
 
     def basic_ack(self, ch, msg):
         self._publisher(ch, msg).settle(msg.delivery_tag, msg.multiple, accepted=True)
@@ -305,6 +317,7 @@ class AMQClient(protocol.AMQClient):
         self._buffer = bytearray()
         self._frames_seen = False
         self._incoming = {}  # channel: the Incoming message on it, while one is
+        self._arrivals = {}  # consumer queue: the messages for it that came in this read
         self.message_frames = MessageFrames(self.MAX_LENGTH)
         self._quiet = True  # nothing sent since the heartbeat timer last ran
 
@@ -409,6 +422,7 @@ class AMQClient(protocol.AMQClient):
         except FrameError as e:
             self.fail(e)
         del buf[:start]
+        self.hand_over_arrivals()
         if start and self.heartbeatInterval > 0 and not self.closed:
             self.reschedule_check_heartbeat()  # once per read, not per frame
 
@@ -469,6 +483,8 @@ class AMQClient(protocol.AMQClient):
     def deliver(self, ch, msg):
         """A response to the call waiting for it (queue.declare-ok, ...), any
         other method to the delegate, in the order they came."""
+        if self._arrivals:  # the deliveries that came first go first
+            self.hand_over_arrivals()
         if msg.method.response:
             ch.responses.put(msg)
             return
@@ -481,6 +497,16 @@ class AMQClient(protocol.AMQClient):
         except Exception:
             self.dispatch_failed = True
             self.close(Failure())
+
+    def arrived(self, consumer_tag, msg):
+        """A delivery: into its consumer queue with the others of this read,
+        at the end of it (or before the next method that is not a delivery)."""
+        self._arrivals.setdefault(self.consumer_queue(consumer_tag), []).append(msg)
+
+    def hand_over_arrivals(self):
+        arrivals, self._arrivals = self._arrivals, {}
+        for q, msgs in arrivals.items():
+            q.put_all(msgs)
 
     def check_heartbeat(self):
         self.fail(HeartbeatMissed("no heartbeat from the broker for %d s"
@@ -519,6 +545,7 @@ class AMQClient(protocol.AMQClient):
     def do_close(self, reason):
         if self.reason is None:
             self.reason = reason
+        self.hand_over_arrivals()
         for ch in list(self.channels.values()):
             ch.close(self.reason)
         for q in self.queues.values():
