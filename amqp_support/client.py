@@ -54,12 +54,13 @@ Delegate (TwistedDelegate)
   without one ends the connection.
 """
 
+import os
 import platform
-from importlib import metadata
 from time import time
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
+import txamqp
 from txamqp import client, protocol, queue
 from txamqp.connection import Body, Frame, Header, Method
 from txamqp.content import Content
@@ -82,10 +83,21 @@ def check_txamqp(installed):
             % (TXAMQP_VERSION, installed, TXAMQP_VERSION))
 
 
-try:
-    check_txamqp(metadata.version("txamqp"))
-except metadata.PackageNotFoundError:
-    check_txamqp("of an unknown version")
+def installed_txamqp():
+    """The release of txamqp that is imported. Its dist-info folder beside
+    it says so at once; importlib.metadata (some milliseconds of start-up
+    to import) is asked only when that is not the expected one."""
+    site = os.path.dirname(os.path.dirname(txamqp.__file__))
+    if os.path.isdir(os.path.join(site, "txamqp-%s.dist-info" % TXAMQP_VERSION)):
+        return TXAMQP_VERSION
+    from importlib import metadata
+    try:
+        return metadata.version("txamqp")
+    except metadata.PackageNotFoundError:
+        return "of an unknown version"
+
+
+check_txamqp(installed_txamqp())
 
 
 class ReasonQueue(queue.TimeoutDeferredQueue):
