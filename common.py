@@ -440,6 +440,7 @@ class Progress:
     def __enter__(self):
         if self.stderr.live:
             self.started = self.clock.seconds()
+            self.samples.append((self.started, self.outbox.counts()[1]))
             self.loop.start(self.INTERVAL, now=False)
         return self
 

@@ -30,16 +30,16 @@ UNBLOCKED = "The broker unblocked the connection; going on."
 
 
 class OnTerminal:
-    """`python producer.py ARGS` with stderr on a pseudo-terminal (80 columns,
-    no newline translation, so the bytes read are the bytes written),
+    """`python producer.py ARGS` with stderr on a pseudo-terminal (80 columns
+    unless told, no newline translation, so the bytes read are the bytes written),
     stdout a pipe, stdin fed from a thread."""
 
-    def __init__(self, *args, url, input, env=None):
+    def __init__(self, *args, url, input, env=None, columns=80):
         master, slave = os.openpty()
         attrs = termios.tcgetattr(slave)
         attrs[1] &= ~termios.ONLCR  # oflag: "\n" stays "\n"
         termios.tcsetattr(slave, termios.TCSANOW, attrs)
-        termios.tcsetwinsize(slave, (24, 80))
+        termios.tcsetwinsize(slave, (24, columns))
         self.proc = subprocess.Popen(
             helpers._command("producer.py", args), cwd=ROOT,
             env=helpers.script_env(url, {"TERM": "xterm", **(env or {})}),
@@ -177,6 +177,22 @@ def test_long_run_shows_progress_then_erases_it(spec, broker, names, low_memory,
     assert all(len(m.group()) <= 80 for m in FRAME.finditer(producer.tty))
     assert producer.proc.stdout.read() == b""
     assert helpers.queue_depth(broker.url, names.queue) == MESSAGES
+
+
+def test_progress_line_fits_a_narrow_terminal(broker, names, low_memory, on_terminal):
+    # A line as wide as the terminal would wrap, and "\r" would then redraw
+    # only its last part.
+    block, unblock = low_memory
+    block()
+    producer = on_terminal("amqp0-9-1.xml", "-", *names.args, url=broker.url, input=lines_of(1000),
+                           columns=20)
+    with producer.changed:
+        drawn = producer.changed.wait_for(lambda: re.search(rb"\r\w[^\n]*\x1b\[K", producer.tty), 30)
+    assert drawn, producer.tty
+    unblock()
+    assert producer.wait() == 0, producer.tty.decode()
+    drawings = re.findall(rb"\r([^\r\n\x1b]*)\x1b\[K", producer.tty)
+    assert drawings and max(map(len, drawings)) == 19, drawings
 
 
 def test_status_line_erases_the_progress_line_first(broker, names, low_memory, on_terminal):
