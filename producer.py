@@ -5,7 +5,8 @@
 
 declares the same exchange, queue and binding as consumer.py, so a message
 sent before any consumer runs waits in the queue. Exit status 0 means the
-broker has taken every message and routed it to a queue.
+broker has taken every message and routed it to a queue. On a terminal, a
+long run shows a line on stderr counting the messages as they go.
 """
 
 import sys
@@ -91,7 +92,9 @@ def main(reactor, args):
     outbox = Outbox(contents, confirms=has_confirms(spec), window=WINDOW, window_bytes=WINDOW_BYTES)
     service = common.service(reactor, spec, args, reconnect=args.retry)
     # send() on a connection; with --retry on the next one when it fails.
-    sent = yield service.run(lambda conn: send(conn, args, outbox), note=outbox.progress)
+    # On a terminal, a progress line shows meanwhile.
+    with common.Progress(reactor, args.stderr, outbox):
+        sent = yield service.run(lambda conn: send(conn, args, outbox), note=outbox.progress)
     print("Sent %d message(s) to exchange %r with routing key %r."
           % (sent, args.exchange, args.routing_key), file=sys.stderr)
 

@@ -172,6 +172,11 @@ class Outbox:
             d, self.waiting = self.waiting[0], None
             d.errback(self.failure)
 
+    def counts(self):
+        """(sent, taken): the messages published so far (on this connection, or
+        answered on an earlier one), and of them those the broker has taken."""
+        return self.taken + self.refused + len(self.unsettled), self.taken
+
     def progress(self):
         """What the broker has taken so far, for a message that ends the run."""
         refused = " and refused %d" % self.refused if self.refused else ""
