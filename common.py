@@ -127,6 +127,13 @@ def shorten(text, limit=300, word=60):
 
 
 class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, with one-line errors and checks across options
+    (checks: functions of the parsed args that return an error, or None)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.checks = []
+
     def error(self, message):
         # One short line, not argparse's usage block: the usage is in --help.
         self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, shorten(message)))
@@ -145,17 +152,18 @@ class ArgumentParser(argparse.ArgumentParser):
 
 class HelpFormatter(argparse.HelpFormatter):
     """--help shows each option's default once: not for flags, not when there is
-    none, not when the help already says it."""
+    none (or an empty list, as for a repeatable option), not when the help
+    already says it."""
 
     def _get_help_string(self, action):
-        if (action.nargs == 0 or action.default is None or action.default is argparse.SUPPRESS
+        if (action.nargs == 0 or action.default in (None, []) or action.default is argparse.SUPPRESS
                 or "(default:" in (action.help or "")):
             return action.help
         return "%s (default: %%(default)s)" % action.help
 
 
 def make_parser(doc):
-    """The options both scripts take; each script adds its own."""
+    """The options both scripts take (producer_parser and consumer_parser add their own)."""
     parser = ArgumentParser(description=doc.split("\n\n")[0],
                             formatter_class=HelpFormatter)
     parser.add_argument("spec", metavar="SPEC", help="AMQP spec file: amqp0-8.xml or amqp0-9-1.xml")
@@ -191,6 +199,53 @@ def make_parser(doc):
     return parser
 
 
+def producer_parser(doc):
+    """producer.py's command line: make_parser's options and its own."""
+    parser = make_parser(doc)
+    parser.add_argument("messages", metavar="MESSAGE", nargs="*",
+                        help='a message to send; "-" sends each line of stdin as a message')
+    parser.add_argument("--count", type=count, default=1, help="send each message this many times")
+    parser.add_argument("--header", metavar="KEY=VALUE", dest="headers", type=header, action="append",
+                        default=[], help="set this header on every message (repeatable); the value is"
+                        " sent as a string, so a consumer's --header must give it as the same string")
+    parser.add_argument("--transient", action="store_true",
+                        help="do not ask the broker to write the messages to disk")
+    parser.add_argument("--retry", action="store_true",
+                        help="when the connection fails, reconnect and send again what the broker"
+                             " had not taken (a message may then arrive twice)")
+    return parser
+
+
+def consumer_parser(doc):
+    """consumer.py's command line: make_parser's options and its own."""
+    parser = make_parser(doc)
+    parser.add_argument("--count", type=count,
+                        help="exit after this many messages (default: run until stopped)")
+    # basic.qos carries prefetch-count in a short: 0 to 65535, where 0 means no limit.
+    parser.add_argument("--prefetch", type=short, default=100,
+                        help="how many unacknowledged messages the broker may send ahead,"
+                             " 0 to 65535 (0: no limit)")
+    parser.add_argument("--header", metavar="KEY=VALUE", dest="headers", type=header, action="append",
+                        default=[], help="with --exchange-type headers: bind for messages that have"
+                        " this header (repeatable; the value is compared as a string)")
+    parser.add_argument("--x-match", choices=["all", "any"], default="all",
+                        help="with --exchange-type headers: a message needs all the --header pairs,"
+                             " or any one")
+    parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
+                        help="exit when the connection is lost instead of reconnecting")
+    parser.checks.append(check_header_binding)
+    return parser
+
+
+def check_header_binding(args):
+    if args.headers and args.exchange_type != "headers":
+        return "--header binds only with --exchange-type headers"
+    if args.exchange_type == "headers" and not args.headers:
+        return ("--exchange-type headers needs a --header KEY=VALUE to bind with"
+                " (without one, every message matches)")
+    return None
+
+
 def parse_args(parser, argv):
     args = parser.parse_intermixed_args(argv)  # options may come between messages
     if "url" not in args:  # no --url given
@@ -209,7 +264,27 @@ def parse_args(parser, argv):
     if (args.cafile or args.certfile or args.keyfile) and not all(b.tls for b in args.url):
         # Whoever gave them meant TLS: don't send the password in the clear.
         parser.error("--cafile, --certfile and --keyfile are for amqps:// URLs, not amqp://")
+    for check in parser.checks:
+        if (problem := check(args)) is not None:
+            parser.error(problem)
     return args
+
+
+def message_bodies(args):
+    """Each of producer.py's messages as bytes, exactly as given, --count times."""
+    for message in args.messages:
+        if message == "-":
+            lines = map(without_newline, sys.stdin.buffer)
+        else:
+            lines = [os.fsencode(message)]  # the bytes the shell passed
+        for body in lines:
+            for _ in range(args.count):
+                yield body
+
+
+def without_newline(line):
+    # A view of the line, not a copy of it: a line may be hundreds of MiB.
+    return memoryview(line)[:-1] if line.endswith(b"\n") else line
 
 
 def brokers_from_environment(parser):

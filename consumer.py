@@ -17,30 +17,12 @@ from twisted.internet import defer, task
 
 import common
 
-parser = common.make_parser(__doc__)
-parser.add_argument("--count", type=common.count,
-                    help="exit after this many messages (default: run until stopped)")
-# basic.qos carries prefetch-count in a short: 0 to 65535, where 0 means no limit.
-parser.add_argument("--prefetch", type=common.short, default=100,
-                    help="how many unacknowledged messages the broker may send ahead,"
-                         " 0 to 65535 (0: no limit)")
-parser.add_argument("--header", metavar="KEY=VALUE", dest="headers", type=common.header, action="append",
-                    default=[], help="with --exchange-type headers: bind for messages that have this"
-                                     " header (repeatable; the value is compared as a string)")
-parser.add_argument("--x-match", choices=["all", "any"], default="all",
-                    help="with --exchange-type headers: a message needs all the --header pairs, or any one")
-parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
-                    help="exit when the connection is lost instead of reconnecting")
+parser = common.consumer_parser(__doc__)
 
 
 @common.script(parser)
 @defer.inlineCallbacks
 def main(reactor, args):
-    if args.headers and args.exchange_type != "headers":
-        parser.error("--header binds only with --exchange-type headers")
-    if args.exchange_type == "headers" and not args.headers:
-        parser.error("--exchange-type headers needs a --header KEY=VALUE to bind with"
-                     " (without one, every message matches)")
     spec = common.load_spec(args.spec)
     printed = 0
 

@@ -8,7 +8,6 @@ sent before any consumer runs waits in the queue. Exit status 0 means the
 broker has taken every message and routed it to a queue.
 """
 
-import os
 import sys
 
 from twisted.internet import defer, task
@@ -20,35 +19,7 @@ from amqp_support.publish import Outbox, has_confirms
 WINDOW = 1000  # messages on their way at most: unconfirmed, or in one transaction
 WINDOW_BYTES = 4 << 20  # and at most 4 MiB of their bodies (but always one message)
 
-parser = common.make_parser(__doc__)
-parser.add_argument("messages", metavar="MESSAGE", nargs="*",
-                    help='a message to send; "-" sends each line of stdin as a message')
-parser.add_argument("--count", type=common.count, default=1, help="send each message this many times")
-parser.add_argument("--header", metavar="KEY=VALUE", dest="headers", type=common.header, action="append",
-                    default=[], help="set this header on every message (repeatable); the value is sent"
-                                     " as a string, so a consumer's --header must give it as the same string")
-parser.add_argument("--transient", action="store_true",
-                    help="do not ask the broker to write the messages to disk")
-parser.add_argument("--retry", action="store_true",
-                    help="when the connection fails, reconnect and send again what the broker"
-                         " had not taken (a message may then arrive twice)")
-
-
-def bodies(args):
-    """Each message as bytes, exactly as given, --count times."""
-    for message in args.messages:
-        if message == "-":
-            lines = map(without_newline, sys.stdin.buffer)
-        else:
-            lines = [os.fsencode(message)]  # the bytes the shell passed
-        for body in lines:
-            for _ in range(args.count):
-                yield body
-
-
-def without_newline(line):
-    # A view of the line, not a copy of it: a line may be hundreds of MiB.
-    return memoryview(line)[:-1] if line.endswith(b"\n") else line
+parser = common.producer_parser(__doc__)
 
 
 @defer.inlineCallbacks
@@ -111,14 +82,14 @@ def send(conn, args, outbox):
 @common.script(parser)
 @defer.inlineCallbacks
 def main(reactor, args):
-    spec = common.load_spec(args.spec)
+    spec = common.load_spec(args.spec)  # first: in "producer.py 'hello'", 'hello' is no spec file
     if not args.messages:
         parser.error('no message given: give a MESSAGE, or "-" to read stdin')
     # A persistent message is written to disk, so it survives a broker restart.
     properties = {"delivery-mode": common.NON_PERSISTENT if args.transient else common.PERSISTENT}
     if args.headers:
         properties["headers"] = dict(args.headers)
-    contents = (Content(body, properties=properties) for body in bodies(args))
+    contents = (Content(body, properties=properties) for body in common.message_bodies(args))
     outbox = Outbox(contents, window=WINDOW, window_bytes=WINDOW_BYTES)
     service = common.service(reactor, spec, args, reconnect=args.retry)
     # send() on a connection; with --retry on the next one when it fails.

@@ -165,7 +165,8 @@ def test_help_shows_each_default_once_and_true(script, defaults, flags):
     entries = help_entries(script)
     for name, text in entries.items():
         assert text.count("(default:") <= 1, (name, text)
-        assert "(default: None)" not in text and "(default: False)" not in text, (name, text)
+        for wrong in ("(default: None)", "(default: False)", "(default: [])"):
+            assert wrong not in text, (name, text)
     for name, default in defaults.items():
         assert "(default: %s" % default in entries[name], (name, entries[name])
     for name in flags:
