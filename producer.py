@@ -46,7 +46,9 @@ def send(conn, args, outbox):
     if args.exchange and args.exchange_type in ("direct", "fanout"):
         yield chan.queue_bind(queue=args.queue, exchange=args.exchange, **common.binding(args))
 
-    if outbox.confirms:
+    # Per connection: a broker that refused AMQP 0-8 gets amqp0-9-1.xml (common.py).
+    confirms = has_confirms(conn.spec)
+    if confirms:
         # Publisher confirms (RabbitMQ's 0-9-1 extension): the broker answers
         # each message with basic.ack once it has taken it, basic.nack if not.
         yield chan.confirm_select()
@@ -54,18 +56,18 @@ def send(conn, args, outbox):
         # AMQP 0-8 has no confirms: tx.commit-ok says the broker has taken
         # every message published since the last commit.
         yield chan.tx_select()
-    outbox.watch(chan)  # counts those answers and basic.return
+    outbox.watch(chan, confirms)  # counts those answers and basic.return
 
     for content in outbox.messages():  # first what a lost connection left unconfirmed
         # mandatory: a message that no queue takes comes back (basic.return)
         # instead of being dropped without a word.
         chan.basic_publish(exchange=args.exchange, routing_key=args.routing_key,
                            mandatory=True, content=content)
-        if not outbox.confirms and outbox.full():
+        if not confirms and outbox.full():
             yield chan.tx_commit()
             outbox.committed()
         yield outbox.wait_for_room()
-    if not outbox.confirms:
+    if not confirms:
         yield chan.tx_commit()
         outbox.committed()
     yield outbox.wait_for_all()
@@ -89,7 +91,7 @@ def main(reactor, args):
     if args.headers:
         properties["headers"] = dict(args.headers)
     contents = (Content(body, properties=properties) for body in common.message_bodies(args))
-    outbox = Outbox(contents, confirms=has_confirms(spec), window=WINDOW, window_bytes=WINDOW_BYTES)
+    outbox = Outbox(contents, window=WINDOW, window_bytes=WINDOW_BYTES)
     service = common.service(reactor, spec, args, reconnect=args.retry)
     # send() on a connection; with --retry on the next one when it fails.
     # On a terminal, a progress line shows meanwhile.

@@ -16,9 +16,9 @@ back as basic.return, before its ack or the commit-ok.
 
 An Outbox does the counting; the program makes the AMQP calls:
 
-    outbox = Outbox(contents, confirms=True, window=1000, window_bytes=4 << 20)
+    outbox = Outbox(contents, window=1000, window_bytes=4 << 20)
     # on each new connection, once the channel is in confirm (or tx) mode:
-    outbox.watch(chan)
+    outbox.watch(chan, confirms=True)
     for content in outbox.messages():  # first what a lost connection left unconfirmed
         chan.basic_publish(exchange=..., routing_key=..., mandatory=True, content=content)
         yield outbox.wait_for_room()  # (with tx: if outbox.full(), commit first)
@@ -59,7 +59,7 @@ class Outbox:
     # nothing would go out until the window fills).
     BREATHE = 200
 
-    def __init__(self, contents, confirms, window, window_bytes):
+    def __init__(self, contents, confirms=None, *, window, window_bytes):
         self.contents = iter(contents)
         self.confirms = confirms  # else transactions
         self.window = window
@@ -75,10 +75,13 @@ class Outbox:
         self.waiting = None  # (Deferred, fire when fewer than this many are unsettled)
         self.failure = None
 
-    def watch(self, chan):
+    def watch(self, chan, confirms=None):
         """Count what the broker says of the messages published on chan from
-        now on (the channel is in confirm or tx mode and nothing is published
-        on it yet). What the previous channel left unsettled is sent first."""
+        now on (the channel is in confirm mode if confirms, else tx mode
+        (None: as the last one), and nothing is published on it yet). What
+        the previous channel left unsettled is sent first, whatever its mode."""
+        if confirms is not None:
+            self.confirms = confirms
         self.again = deque([*self.unsettled.values(), *self.again])
         self.unsettled.clear()
         self.unsettled_bytes = 0
