@@ -17,8 +17,9 @@ import re
 import signal
 import sys
 import traceback
+from collections import deque
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import formatEvent, globalLogBeginner, textFileLogObserver
 from txamqp import spec as amqp_spec
 
@@ -327,6 +328,26 @@ def load_spec(path):
     return spec
 
 
+def fallback_spec(path):
+    """The project's amqp0-9-1.xml, loaded, when path is the project's
+    amqp0-8.xml (the spec to use with a broker that refuses AMQP 0-8, as
+    RabbitMQ 4.0 and later do); else None."""
+    # The project's amqp0-8.xml is known by its bytes: those of the
+    # amqp0-8.xml beside this file, wherever the copy is and whatever its name.
+    # Its 0-9-1 counterpart keeps the same Python-facing names (design.md,
+    # fact 4), so the scripts' calls work with either. Another 0-8 spec file
+    # (an edited copy, an older example's) has no counterpart we know of: for
+    # it, a refusal stays the one clear line it was.
+    ours = os.path.join(os.path.dirname(os.path.abspath(__file__)), "amqp0-8.xml")
+    try:
+        with open(path, "rb") as given, open(ours, "rb") as project:
+            if given.read() != project.read():
+                return None
+    except OSError:
+        return None
+    return load_spec(os.path.join(os.path.dirname(ours), "amqp0-9-1.xml"))
+
+
 def service(reactor, spec, args, reconnect):
     """The AMQPService for the brokers and connection options on the command line."""
     try:
@@ -334,7 +355,8 @@ def service(reactor, spec, args, reconnect):
     except BadTLSFile as e:
         raise UsageError(e.worded(TLS_OPTIONS[e.parameter])) from e
     return AMQPService(reactor, spec, args.url, timeout=args.timeout, heartbeat=args.heartbeat,
-                       tls=tls, reconnect=reconnect, hints=hints(args.verbose))
+                       tls=tls, reconnect=reconnect, hints=hints(args.verbose),
+                       fallback=fallback_spec(args.spec))
 
 
 def queue_arguments(args):
@@ -368,7 +390,9 @@ def script(parser):
         @functools.wraps(main)
         def run(reactor, *argv):
             args = parse_args(parser, argv)
-            observer = textFileLogObserver(sys.stderr) if args.verbose else print_status
+            # Where main writes its status lines (and the producer its progress line).
+            args.stderr = Stderr(sys.stderr, live=not args.verbose)
+            observer = textFileLogObserver(sys.stderr) if args.verbose else args.stderr.status
             globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
             d = defer.maybeDeferred(main, reactor, args)
             interruption = Interruption(reactor, d)
@@ -379,10 +403,87 @@ def script(parser):
     return decorate
 
 
-def print_status(event):
-    """A twisted.logger observer: amqp_support's status lines, on stderr."""
-    if is_status(event):
-        print(formatEvent(event), file=sys.stderr, flush=True)
+class Stderr:
+    """stderr as the scripts write to it: whole lines, and when live (a
+    terminal that can erase a line; not with --verbose, whose log would mix
+    with it) one line redrawn in place below them, the progress line, which
+    any other line erases first."""
+
+    def __init__(self, stream, live):
+        self.stream = stream
+        self.live = live and stream.isatty() and os.environ.get("TERM") != "dumb"
+        self.drawn = False
+
+    def status(self, event):
+        """A twisted.logger observer: amqp_support's status lines."""
+        if is_status(event):
+            self.line(formatEvent(event))
+
+    def line(self, text):
+        self.erase()
+        print(text, file=self.stream, flush=True)
+
+    def draw(self, text):
+        """(Re)draw the progress line: at most as wide as the terminal, so it cannot wrap."""
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns
+        except OSError:
+            width = 80
+        self.stream.write("\r" + text[:width - 1] + "\x1b[K")  # \x1b[K: erase to the end of the line
+        self.stream.flush()
+        self.drawn = True
+
+    def erase(self):
+        if self.drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.drawn = False
+
+
+class Progress:
+    """with Progress(reactor, stderr, outbox): a line on a live stderr that
+    counts the messages sent and taken as they go, from one second into the
+    run (a short run shows nothing), a few times a second; erased at the end
+    of the block, however it ends."""
+
+    INTERVAL = 0.25  # seconds between drawings
+    DELAY = 1.0  # seconds before the first
+
+    def __init__(self, reactor, stderr, outbox):
+        self.clock = reactor
+        self.stderr = stderr
+        self.outbox = outbox
+        self.loop = task.LoopingCall(self.draw)
+        self.loop.clock = reactor
+        self.started = None
+        self.samples = deque()  # (time, taken) over the last second or so, for the rate
+
+    def __enter__(self):
+        if self.stderr.live:
+            self.started = self.clock.seconds()
+            self.samples.append((self.started, self.outbox.counts()[1]))
+            self.loop.start(self.INTERVAL, now=False)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.loop.running:
+            self.loop.stop()
+        self.stderr.erase()
+
+    def draw(self):
+        now = self.clock.seconds()
+        elapsed = now - self.started
+        if elapsed < self.DELAY:
+            return
+        sent, taken = self.outbox.counts()
+        self.samples.append((now, taken))
+        while now - self.samples[0][0] > 1.0 + self.INTERVAL / 2:
+            self.samples.popleft()
+        then, taken_then = self.samples[0]
+        rate = (taken - taken_then) / (now - then) if now > then else 0
+        self.stderr.draw("sent %d, %s %d, %d msg/s, %d:%02d"
+                         % (sent, "confirmed" if self.outbox.confirms else "committed", taken,
+                            rate, elapsed // 60, elapsed % 60))
 
 
 class Interruption:

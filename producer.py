@@ -5,7 +5,8 @@
 
 declares the same exchange, queue and binding as consumer.py, so a message
 sent before any consumer runs waits in the queue. Exit status 0 means the
-broker has taken every message and routed it to a queue.
+broker has taken every message and routed it to a queue. On a terminal, a
+long run shows a line on stderr counting the messages as they go.
 """
 
 import sys
@@ -45,12 +46,14 @@ def send(conn, args, outbox):
     if args.exchange and args.exchange_type in ("direct", "fanout"):
         yield chan.queue_bind(queue=args.queue, exchange=args.exchange, **common.binding(args))
 
+    # Per connection: a broker that refused AMQP 0-8 gets amqp0-9-1.xml (common.py).
+    confirms = has_confirms(conn.spec)
     # Publisher confirms (RabbitMQ's 0-9-1 extension): the broker answers each
     # message with basic.ack once it has taken it, basic.nack if not. AMQP 0-8
     # has none: tx.commit-ok says it has taken what was published on the
     # channel since its last commit. Nothing may be sent on a channel while its
     # commit is on its way: a second channel publishes the next batch meanwhile.
-    if outbox.confirms:
+    if confirms:
         chans = [chan]
         yield chan.confirm_select()
     else:
@@ -58,7 +61,7 @@ def send(conn, args, outbox):
         yield chans[1].channel_open()
         yield chans[0].tx_select()
         yield chans[1].tx_select()
-    outbox.watch(*chans)  # counts those answers and basic.return
+    outbox.watch(*chans, confirms=confirms)  # counts those answers and basic.return
 
     commit = None  # with tx: the commit on its way, on the other channel
     for content in outbox.messages():  # first what a lost connection left unconfirmed
@@ -66,12 +69,12 @@ def send(conn, args, outbox):
         # instead of being dropped without a word.
         chans[0].basic_publish(exchange=args.exchange, routing_key=args.routing_key,
                                mandatory=True, content=content)
-        if not outbox.confirms and outbox.full():
+        if not confirms and outbox.full():
             yield commit  # the batch before first: they reach their queues in order
             commit = outbox.committing(chans[0].tx_commit())
             chans.reverse()
         yield outbox.wait_for_room()
-    if not outbox.confirms:
+    if not confirms:
         yield commit
         yield outbox.committing(chans[0].tx_commit())
     yield outbox.wait_for_all()
@@ -96,10 +99,12 @@ def main(reactor, args):
     if args.headers:
         properties["headers"] = dict(args.headers)
     contents = (Content(body, properties=properties) for body in common.message_bodies(args))
-    outbox = Outbox(contents, confirms=has_confirms(spec), window=WINDOW, window_bytes=WINDOW_BYTES)
+    outbox = Outbox(contents, window=WINDOW, window_bytes=WINDOW_BYTES)
     service = common.service(reactor, spec, args, reconnect=args.retry)
     # send() on a connection; with --retry on the next one when it fails.
-    sent = yield service.run(lambda conn: send(conn, args, outbox), note=outbox.progress)
+    # On a terminal, a progress line shows meanwhile.
+    with common.Progress(reactor, args.stderr, outbox):
+        sent = yield service.run(lambda conn: send(conn, args, outbox), note=outbox.progress)
     print("Sent %d message(s) to exchange %r with routing key %r."
           % (sent, args.exchange, args.routing_key), file=sys.stderr)
 

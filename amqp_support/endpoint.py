@@ -38,6 +38,11 @@ class FailoverEndpoint:
         self.attempts += 1
         return endpoint.connect(factory)
 
+    def repeat(self):
+        """The next connect() goes to the same broker as the last, and is not
+        counted as an attempt (a new connection with another spec, say)."""
+        self.attempts -= 1
+
 
 def client_endpoint(reactor, broker, timeout, tls=None):
     """TCP to the broker, wrapped in TLS for amqps:// (tls: a ClientTLS; by

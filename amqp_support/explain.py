@@ -43,13 +43,30 @@ HEADERS = {
 }
 
 
+def protocol_name(spec):
+    """The protocol of a spec file, as the header names it: "AMQP 0-8" or "AMQP 0-9-1"."""
+    return "AMQP 0-8" if (spec.major, spec.minor) == (8, 0) else "AMQP 0-9-1"
+
+
+def speaks_0_9_1(header):
+    """Whether a broker that refused our protocol with this header may speak
+    AMQP 0-9-1: it does not name 0-8 or 0-9. (RabbitMQ 4 answers 0-8's header
+    with AMQP 1.0's, and speaks 0-9-1.)"""
+    return tuple(header[4:8]) not in ((1, 1, 8, 0), (1, 1, 0, 9))
+
+
 def protocol_refused(e, hints):
-    ours = "AMQP 0-8" if (e.spec.major, e.spec.minor) == (8, 0) else "AMQP 0-9-1"
+    ours = protocol_name(e.spec)
     offered = HEADERS.get(tuple(e.header[4:8]), repr(e.header))
     text = "the broker refused %s and answered with the %s protocol header" % (ours, offered)
     if ours == "AMQP 0-8":
         text += "; RabbitMQ 4.0 and later no longer speak AMQP 0-8"
-    hint = hints.get("speaks-0-8" if offered in ("AMQP 0-8", "AMQP 0-9") else "speaks-0-9-1")
+    if not speaks_0_9_1(e.header):
+        hint = hints.get("speaks-0-8")
+    elif ours == "AMQP 0-8":
+        hint = hints.get("speaks-0-9-1")
+    else:
+        hint = None  # 0-9-1 refused: no other spec file to offer
     return text + ("; %s" % hint if hint else "")
 
 

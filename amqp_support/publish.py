@@ -16,9 +16,9 @@ back as basic.return, before its ack or the commit-ok.
 
 An Outbox does the counting; the program makes the AMQP calls:
 
-    outbox = Outbox(contents, confirms=True, window=1000, window_bytes=4 << 20)
+    outbox = Outbox(contents, window=1000, window_bytes=4 << 20)
     # on each new connection, once the channel is in confirm mode:
-    outbox.watch(chan)
+    outbox.watch(chan, confirms=True)
     for content in outbox.messages():  # first what a lost connection left unconfirmed
         chan.basic_publish(exchange=..., routing_key=..., mandatory=True, content=content)
         yield outbox.wait_for_room()
@@ -33,7 +33,7 @@ may be sent on a channel between its tx.commit and commit-ok), and
 committed once the first commit is done, so messages reach their queues
 in the order they were published:
 
-    outbox.watch(chan1, chan2)  # both in tx mode
+    outbox.watch(chan1, chan2, confirms=False)  # both in tx mode
     commit = None
     for content in outbox.messages():
         chan1.basic_publish(...)
@@ -79,7 +79,7 @@ class Outbox:
     # nothing would go out until the window fills).
     BREATHE = 200
 
-    def __init__(self, contents, confirms, window, window_bytes):
+    def __init__(self, contents, confirms=None, *, window, window_bytes):
         self.contents = iter(contents)
         self.confirms = confirms  # else transactions
         self.window = window
@@ -97,11 +97,14 @@ class Outbox:
         self.waiting = None  # (Deferred, fire when fewer than this many are unsettled)
         self.failure = None
 
-    def watch(self, chan, *more):
+    def watch(self, chan, *more, confirms=None):
         """Count what the broker says of the messages published on chan (and
         with transactions, on the channels after it) from now on: each is in
-        confirm or tx mode and nothing is published on it yet. What the
-        previous channels left unsettled is sent first."""
+        confirm mode if confirms, else tx mode (None: as the last time), and
+        nothing is published on it yet. What the previous channels left
+        unsettled is sent first, whatever their mode."""
+        if confirms is not None:
+            self.confirms = confirms
         self.again = deque([*self.unsettled.values(), *self.again])
         self.unsettled.clear()
         self.unsettled_bytes = 0
@@ -228,6 +231,11 @@ class Outbox:
         if self.waiting is not None:
             d, self.waiting = self.waiting[0], None
             d.errback(self.failure)
+
+    def counts(self):
+        """(sent, taken): the messages published so far (on this connection, or
+        answered on an earlier one), and of them those the broker has taken."""
+        return self.taken + self.refused + len(self.unsettled), self.taken
 
     def progress(self):
         """What the broker has taken so far, for a message that ends the run."""

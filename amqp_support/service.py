@@ -18,11 +18,18 @@ brokers (the nodes of a cluster), each attempt goes to the next one in turn
   connection still tries each broker once;
 - a status line (amqp_support.status) for each failure it carries on after
   and for the connection that follows; ConnectionFailed for the one it
-  does not.
+  does not;
+- a fallback spec, per broker: a broker that refuses the spec's AMQP 0-8
+  (RabbitMQ 4.0 and later) and may speak 0-9-1 gets a new connection at
+  once with the fallback spec (not a failure, whether or not it reconnects,
+  and no backoff), and keeps it for the rest of the run; the conversation
+  reads conn.spec to know which it has.
 
 The conversation's own failures (a Failed it raised) end the run as they are.
 Cancelling run() cancels the conversation, which may stop cleanly and return.
 """
+
+import os
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, error, task
@@ -32,8 +39,8 @@ from txamqp.message import Message
 from amqp_support import status
 from amqp_support.client import AMQClient
 from amqp_support.endpoint import FailoverEndpoint
-from amqp_support.errors import ConnectionFailed, CutMidFrame, Failed, HeartbeatMissed
-from amqp_support.explain import channel_closed, explain, reason_of
+from amqp_support.errors import ConnectionFailed, CutMidFrame, Failed, HeartbeatMissed, ProtocolRefused
+from amqp_support.explain import channel_closed, explain, protocol_name, reason_of, speaks_0_9_1
 
 TRANSIENT = (error.ConnectionRefusedError, error.DNSLookupError, error.TimeoutError,
              error.ConnectionDone, error.ConnectionLost, error.ConnectionClosed,
@@ -52,20 +59,26 @@ def is_transient(e, conn=None):
 
 class AMQPFactory(Factory):
     """Builds the AMQClient for a connection to the broker the endpoint is
-    connecting to (its virtual host), and marks it with that broker: conn.broker."""
+    connecting to (its virtual host, its spec), and marks it with that
+    broker: conn.broker. lost(conn) is called as the connection ends, before
+    ClientService hears of it."""
 
-    def __init__(self, spec, heartbeat, timeout, reactor, endpoint):
+    def __init__(self, spec, heartbeat, timeout, reactor, endpoint, lost):
         self.spec = spec
+        self.specs = {}  # broker: its spec, where it is not `spec`
         self.heartbeat = heartbeat
         self.timeout = timeout
         self.reactor = reactor
         self.endpoint = endpoint
+        self.lost = lost
 
     def buildProtocol(self, addr):
         broker = self.endpoint.broker
-        conn = AMQClient(self.spec, broker.vhost, self.heartbeat, self.reactor, login_timeout=self.timeout)
+        conn = AMQClient(self.specs.get(broker, self.spec), broker.vhost, self.heartbeat, self.reactor,
+                         login_timeout=self.timeout)
         conn.factory = self
         conn.broker = broker
+        conn.disconnected.wait().addCallback(lambda _: self.lost(conn))
         return conn
 
 
@@ -74,18 +87,25 @@ class AMQPService(ClientService):
     turn) for spec. timeout: seconds for a connection and for its login;
     heartbeat: seconds between heartbeats (0: off); tls: endpoint.ClientTLS
     for amqps:// brokers; reconnect: carry on after a failure that may pass.
-    hints: what explain() appends for the failures it has hints for."""
+    hints: what explain() appends for the failures it has hints for.
+    fallback: an AMQP 0-9-1 spec for the brokers that refuse spec's AMQP 0-8,
+    or None (their refusal is then a failure like any other)."""
 
-    def __init__(self, reactor, spec, brokers, *, timeout, heartbeat, tls=None, reconnect, hints=None):
+    def __init__(self, reactor, spec, brokers, *, timeout, heartbeat, tls=None, reconnect, hints=None,
+                 fallback=None):
         self.reactor = reactor
         self.reconnect = reconnect
         self.hints = hints
+        self.spec = spec
+        self.fallback = fallback
         self._ever_logged_in = False
         self._reconnecting = False
+        self._at_once = False  # the next attempt: no delay
+        self._uncounted = 0  # attempts since the last connection that backoff does not count
+        self._backoff = backoffPolicy(initialDelay=0.5, maxDelay=30.0)
         self.endpoint = FailoverEndpoint(reactor, brokers, timeout, tls)
-        factory = AMQPFactory(spec, heartbeat, timeout, reactor, self.endpoint)
-        super().__init__(self.endpoint, factory, clock=reactor,
-                         retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=30.0))
+        self.factory = AMQPFactory(spec, heartbeat, timeout, reactor, self.endpoint, self._lost)
+        super().__init__(self.endpoint, self.factory, clock=reactor, retryPolicy=self._delay)
 
     @defer.inlineCallbacks
     def run(self, conversation, note=None):
@@ -105,6 +125,10 @@ class AMQPService(ClientService):
                 except Failed:
                     raise  # the conversation's own, already said
                 except Exception as e:
+                    if self._refused_for_fallback(conn):
+                        # _lost() has switched the broker: no failure.
+                        yield task.deferLater(self.reactor, 0)  # out of ClientService's callbacks
+                        continue
                     yield self._failed(e, conn, note() if note and conn.logged_in else None)
         finally:
             yield self.stopService()
@@ -127,6 +151,40 @@ class AMQPService(ClientService):
             return None
         conn.opened.addCallback(self._logged_in)
         return conn
+
+    def _refused_for_fallback(self, conn):
+        """Whether conn ended because its broker refused spec's protocol and
+        may speak the fallback's (RabbitMQ 4 refusing AMQP 0-8)."""
+        e = reason_of(conn.reason) if conn.reason is not None else None
+        return (self.fallback is not None and conn.spec is self.spec
+                and isinstance(e, ProtocolRefused) and speaks_0_9_1(e.header))
+
+    def _lost(self, conn):
+        """As a connection ends, before ClientService picks the next attempt:
+        a broker that refused spec for the fallback gets the fallback from
+        now on, and the next attempt goes to it again, at once."""
+        if not self._refused_for_fallback(conn):
+            self._uncounted = 0  # ClientService counts afresh after a connection
+            return
+        self.factory.specs[conn.broker] = self.fallback
+        refused = protocol_name(self.spec)
+        if refused == "AMQP 0-8":
+            refused += " (RabbitMQ 4.0 and later)"
+        status.log.info("the broker at {broker} refused {refused}; using {spec}", broker=conn.broker,
+                        refused=refused, spec=os.path.basename(self.fallback.file or "")
+                        or protocol_name(self.fallback))
+        self.endpoint.repeat()
+        self._at_once = True
+
+    def _delay(self, attempt):
+        """ClientService's retry policy: backoff with jitter, but none before
+        the attempt that follows a switch to the fallback, and that attempt
+        not counted."""
+        if self._at_once:
+            self._at_once = False
+            self._uncounted = attempt
+            return 0
+        return self._backoff(max(1, attempt - self._uncounted))
 
     def _logged_in(self, conn):
         self._ever_logged_in = True

@@ -34,12 +34,6 @@ import standin
 from rabbitmq_nodes import EXTERNAL_URL, STANDARD_PORTS, Broker, start_node
 from tools import rabbitmq4 as rabbitmq4_module
 
-# RabbitMQ 4 refuses AMQP 0-8 (design.md, fact 3), and the scripts do not fall
-# back to amqp0-9-1.xml yet: until they do, the amqp0-8.xml cases of the tests
-# marked rabbitmq4 are deselected on RabbitMQ 4, and test_rabbitmq4.py checks the
-# refusal instead. Set this to True when the fallback lands.
-AMQP0_8_RUNS_ON_RABBITMQ4 = False
-
 
 def pytest_configure(config):
     config.addinivalue_line(
@@ -51,17 +45,6 @@ def pytest_generate_tests(metafunc):
     """Tests marked rabbitmq4 that use the broker run once per RabbitMQ version."""
     if metafunc.definition.get_closest_marker("rabbitmq4") and "broker" in metafunc.fixturenames:
         metafunc.parametrize("broker", ["rabbitmq3", "rabbitmq4"], indirect=True)
-
-
-def pytest_collection_modifyitems(config, items):
-    if AMQP0_8_RUNS_ON_RABBITMQ4:
-        return
-    refused = [item for item in items if getattr(item, "callspec", None)
-               and item.callspec.params.get("broker") == "rabbitmq4"
-               and item.callspec.params.get("spec") == "amqp0-8.xml"]
-    if refused:
-        config.hook.pytest_deselected(items=refused)
-        items[:] = [item for item in items if item not in refused]
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,8 @@ DEMO = ROOT / "tools" / "demo.py"
 RECEIVED = "Received: producer-to-consumer test message 1 from channel #1"
 REFUSED_0_8 = b"AMQP\x03\x01\x00\x00"  # what RabbitMQ 4.0.5 answers to AMQP 0-8's header
 HEADER_0_8 = b"AMQP\x01\x01\x08\x00"
+HEADER_0_9_1 = b"AMQP\x00\x00\x09\x01"
+FELL_BACK = "refused AMQP 0-8 (RabbitMQ 4.0 and later); using amqp0-9-1.xml"
 
 
 def demo_command(*args, demo=DEMO, python=sys.executable):
@@ -200,9 +202,16 @@ def test_help_needs_only_the_standard_library():
         assert option in text(result.stdout)
 
 
+@pytest.mark.rabbitmq4
 def test_demo_with_amqp_url(demo_url, broker):
     out = passed(run_demo(url=demo_url))
-    assert "consumer.py amqp0-8.xml --no-reconnect" in out
+    # The README's commands, as given, on RabbitMQ 3.10 and on a real RabbitMQ 4.
+    assert "consumer.py amqp0-8.xml --no-reconnect" in out and "producer.py amqp0-8.xml" in out
+    for terminal in ("terminal 1: consumer", "terminal 2: producer"):
+        notes = [line for line in out.splitlines()
+                 if line.startswith(f"[{terminal}] the broker at ") and line.endswith(FELL_BACK)]
+        assert len(notes) == (1 if broker.major == 4 else 0), out
+    assert ("refuses AMQP 0-8" in out) is (broker.major == 4), out
     # It says what it leaves on the user's broker, and it leaves no message.
     assert "'test_message_exchange' and queue 'test_message_queue'" in out and "stay there" in out
     assert queue_depth(demo_url, "test_message_queue") == 0
@@ -243,17 +252,18 @@ def test_a_broker_problem_is_one_line_not_retries(stand_in):
 
 
 def test_broker_refusing_amqp_0_8_gets_amqp_0_9_1(demo_url, proxies):
-    # A stand-in for RabbitMQ 4.0 and later: it refuses AMQP 0-8 as they do,
-    # and passes any other protocol on to the tests' RabbitMQ 3 node.
-    # TODO(rabbitmq4): once the test suite has real RabbitMQ 4 nodes, run the
-    # demo against one here too, with no stand-in.
+    # A stand-in for RabbitMQ 4.0 and later in front of the tests' RabbitMQ 3
+    # node: it refuses AMQP 0-8 as they do, and passes any other protocol on.
+    # (test_demo_with_amqp_url runs the demo against a real RabbitMQ 4 too.)
     parts = urlsplit(demo_url)
     proxy = proxies(parts.port, answer=lambda header: REFUSED_0_8 if header == HEADER_0_8 else None)
     url = demo_url.replace(f":{parts.port}/", f":{proxy.port}/")
     out = passed(run_demo(url=url))
-    assert "refuses AMQP 0-8" in out and "consumer.py amqp0-9-1.xml --no-reconnect" in out
-    assert "producer.py amqp0-9-1.xml" in out
-    assert proxy.headers.count(HEADER_0_8) == 1  # the probe's only
+    assert "refuses AMQP 0-8" in out and "the scripts say so and use amqp0-9-1.xml" in out
+    assert "consumer.py amqp0-8.xml --no-reconnect" in out and "producer.py amqp0-8.xml" in out
+    assert out.count(FELL_BACK) == 2, out  # once from each script
+    # The probe's, then each script's first connection: refused, then 0-9-1.
+    assert proxy.headers.count(HEADER_0_8) == 3 and proxy.headers.count(HEADER_0_9_1) == 3
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ The scripts run in .venv (created from requirements.txt if missing). The broker
 is the first that answers of the URLs in AMQP_URL, else the one on
 localhost:5672, else a throwaway RabbitMQ node on free ports that the demo
 starts and stops (--throwaway: always that one). The spec file is amqp0-8.xml,
-or amqp0-9-1.xml for a broker that refuses AMQP 0-8 (RabbitMQ 4.0 and later).
+as in the README; with a broker that refuses AMQP 0-8 (RabbitMQ 4.0 and later)
+the scripts say so and use amqp0-9-1.xml themselves.
 Standard library only: it runs before any virtualenv exists.
 """
 
@@ -39,6 +40,7 @@ RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 APT_INSTALL = ["apt-get", "install", "-y", "rabbitmq-server"]
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"  # the scripts' default
 MESSAGE = "producer-to-consumer test message 1"
+SPEC = "amqp0-8.xml"  # the README's; the scripts fall back to amqp0-9-1.xml where it is refused
 EXCHANGE, QUEUE = "test_message_exchange", "test_message_queue"  # the scripts' defaults
 
 HEADER_0_8 = b"AMQP\x01\x01\x08\x00"
@@ -120,10 +122,10 @@ def read_answer(broker, header, timeout=5):
 
 
 def spec_for(broker):
-    """The spec file for the broker: amqp0-8.xml, as in the README, when it
-    accepts AMQP 0-8; amqp0-9-1.xml when it refuses 0-8 (answering with a
-    protocol header of its own, as RabbitMQ 4.0 and later do) and takes 0-9-1.
-    Raises DemoError (the broker masked) when it speaks neither."""
+    """The spec file the broker speaks: amqp0-8.xml when it accepts AMQP 0-8;
+    amqp0-9-1.xml when it refuses 0-8 (answering with a protocol header of its
+    own, as RabbitMQ 4.0 and later do) and takes 0-9-1. Raises DemoError (the
+    broker masked) when it speaks neither."""
     where = f"{broker.host}:{broker.port}"
     try:
         if read_answer(broker, HEADER_0_8)[:1] == b"\x01":  # a frame: connection.start
@@ -138,8 +140,9 @@ def spec_for(broker):
 
 
 def say_spec(spec):
-    if spec != "amqp0-8.xml":
-        say(f"the broker refuses AMQP 0-8 (RabbitMQ 4.0 or later): the scripts get {spec}")
+    if spec != SPEC:
+        say(f"the broker refuses AMQP 0-8 (RabbitMQ 4.0 or later): given {SPEC}, the scripts"
+            f" say so and use {spec}")
 
 
 def say_what_stays(broker):
@@ -279,13 +282,13 @@ def start_throwaway_node(args, cleanup):
     node = ThrowawayNode(args.rabbitmq_server)
     cleanup.callback(say, "stopped the throwaway RabbitMQ node")
     cleanup.callback(node.stop)
-    spec = node.start()
+    say_spec(node.start())
     say(f"throwaway node ready: {node.broker}")
-    return node.url, spec
+    return node.url
 
 
 def find_broker(args, cleanup):
-    """(the AMQP_URL the scripts get, the spec file)."""
+    """The AMQP_URL the scripts get."""
     if args.throwaway:
         return start_throwaway_node(args, cleanup)
     urls = os.environ.get("AMQP_URL", "").split()
@@ -305,7 +308,7 @@ def find_broker(args, cleanup):
             say(f"using {broker} (from AMQP_URL)")
             say_spec(spec)
             say_what_stays(broker)
-            return os.environ["AMQP_URL"], spec
+            return os.environ["AMQP_URL"]
         raise DemoError("no broker in AMQP_URL answers: " + "; ".join(failures))
     local = BrokerURL(DEFAULT_URL)
     try:
@@ -316,7 +319,7 @@ def find_broker(args, cleanup):
     say(f"using the broker answering on localhost:5672 ({local})")
     say_spec(spec)
     say_what_stays(local)
-    return DEFAULT_URL, spec
+    return DEFAULT_URL
 
 
 # --- the two terminals ----------------------------------------------------------
@@ -373,13 +376,13 @@ class Terminal:
             self.proc.wait(10)
 
 
-def run_demo(python, url, spec, cleanup):
+def run_demo(python, url, cleanup):
     env = dict(os.environ, PYTHONUNBUFFERED="1", AMQP_URL=url)  # unbuffered: each line shows at once
     # --no-reconnect: a broker problem is one line from the consumer, not retries.
-    consumer = Terminal("terminal 1: consumer", python, ["consumer.py", spec, "--no-reconnect"], env)
+    consumer = Terminal("terminal 1: consumer", python, ["consumer.py", SPEC, "--no-reconnect"], env)
     cleanup.callback(consumer.kill)
     consumer.wait_for("stderr", "Waiting for messages", 60, "'Waiting for messages'")
-    producer = Terminal("terminal 2: producer", python, ["producer.py", spec, MESSAGE], env)
+    producer = Terminal("terminal 2: producer", python, ["producer.py", SPEC, MESSAGE], env)
     cleanup.callback(producer.kill)
     status = producer.finish(60)
     print(f"[terminal 2: producer] (exit status {status})", flush=True)
@@ -406,8 +409,8 @@ def main(argv=None):
     status = 1
     try:
         python = args.python or venv_python()
-        url, spec = find_broker(args, cleanup)
-        run_demo(python, url, spec, cleanup)
+        url = find_broker(args, cleanup)
+        run_demo(python, url, cleanup)
         say("the message went from the producer to the consumer")
         status = 0
     except DemoError as e:
