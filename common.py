@@ -62,7 +62,7 @@ def shortstr(text):
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:  # bytes in argv that are not UTF-8 arrive as lone surrogates
         shown = shorten(printable(os.fsencode(text)), limit=40)
-        raise argparse.ArgumentTypeError("'%s' is not valid UTF-8: AMQP names are UTF-8 text" % shown)
+        raise argparse.ArgumentTypeError("'%s' is not valid UTF-8: AMQP names are UTF-8 text" % shown) from None
     if size > 255:
         raise argparse.ArgumentTypeError("%.20r... is longer than AMQP's 255 bytes" % text)
     return text

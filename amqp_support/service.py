@@ -127,7 +127,7 @@ class AMQPService(ClientService):
                     raise
                 except Failed:
                     raise  # the conversation's own, already said
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 (any failure: explained, maybe retried)
                     if self._refused_for_fallback(conn):
                         # _lost() has switched the broker: no failure.
                         yield task.deferLater(self.reactor, 0)  # out of ClientService's callbacks
@@ -144,7 +144,7 @@ class AMQPService(ClientService):
             conn = yield self.whenConnected(failAfterFailures=1)
         except defer.CancelledError:  # Ctrl-C: not a failure to connect
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (any failure to connect: explained, maybe retried)
             yield self._failed(e, conn)
             return None
         if conn.closed:  # closing, and ClientService does not know yet
