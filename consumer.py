@@ -54,19 +54,30 @@ def main(reactor, args):
         queue = yield conn.queue(common.CONSUMER_TAG)  # txamqp puts the deliveries here
         print("Waiting for messages on queue %r. To exit press CTRL+C" % args.queue,
               file=sys.stderr, flush=True)
+        def ack_printed():
+            """Flush the lines printed so far, then acknowledge their messages."""
+            sys.stdout.flush()
+            # Acknowledge once printed: a message that was not printed stays in
+            # the queue, and the broker delivers it again. multiple=True
+            # acknowledges every message up to this delivery tag on the
+            # channel, each of them printed and flushed by now.
+            chan.basic_ack(delivery_tag=unacked, multiple=True)
+
+        unacked = None  # the delivery tag of the last message printed, not yet acknowledged
         while args.count is None or printed < args.count:
             try:
                 msg = yield queue.get()
             except defer.CancelledError:  # Ctrl-C or SIGTERM: stop here, cleanly
                 break
-            print("Received: %s from channel #%d" % (common.printable(msg.content.body), chan.id),
-                  flush=True)
-            common.report_undecodable_properties(parser.prog, msg)
-            # Acknowledge once printed: a message that was not printed stays
-            # in the queue, and the broker delivers it again. (Also one whose
-            # properties could not be decoded: its body is all we need.)
-            chan.basic_ack(delivery_tag=msg.delivery_tag)
+            print("Received: %s from channel #%d" % (common.printable(msg.content.body), chan.id))
+            common.report_undecodable_properties(parser.prog, msg)  # acked all the same
+            unacked = msg.delivery_tag
             printed += 1
+            if not queue.pending:  # the last of the messages that arrived together
+                ack_printed()
+                unacked = None
+        if unacked is not None:
+            ack_printed()
 
         # Messages the broker sent ahead that we did not print go back to the queue.
         yield chan.basic_cancel(consumer_tag=common.CONSUMER_TAG)

@@ -48,32 +48,40 @@ def send(conn, args, outbox):
 
     # Per connection: a broker that refused AMQP 0-8 gets amqp0-9-1.xml (common.py).
     confirms = has_confirms(conn.spec)
+    # Publisher confirms (RabbitMQ's 0-9-1 extension): the broker answers each
+    # message with basic.ack once it has taken it, basic.nack if not. AMQP 0-8
+    # has none: tx.commit-ok says it has taken what was published on the
+    # channel since its last commit. Nothing may be sent on a channel while its
+    # commit is on its way: a second channel publishes the next batch meanwhile.
     if confirms:
-        # Publisher confirms (RabbitMQ's 0-9-1 extension): the broker answers
-        # each message with basic.ack once it has taken it, basic.nack if not.
+        chans = [chan]
         yield chan.confirm_select()
     else:
-        # AMQP 0-8 has no confirms: tx.commit-ok says the broker has taken
-        # every message published since the last commit.
-        yield chan.tx_select()
-    outbox.watch(chan, confirms)  # counts those answers and basic.return
+        chans = [chan, (yield conn.channel(2))]
+        yield chans[1].channel_open()
+        yield chans[0].tx_select()
+        yield chans[1].tx_select()
+    outbox.watch(*chans, confirms=confirms)  # counts those answers and basic.return
 
+    commit = None  # with tx: the commit on its way, on the other channel
     for content in outbox.messages():  # first what a lost connection left unconfirmed
         # mandatory: a message that no queue takes comes back (basic.return)
         # instead of being dropped without a word.
-        chan.basic_publish(exchange=args.exchange, routing_key=args.routing_key,
-                           mandatory=True, content=content)
+        chans[0].basic_publish(exchange=args.exchange, routing_key=args.routing_key,
+                               mandatory=True, content=content)
         if not confirms and outbox.full():
-            yield chan.tx_commit()
-            outbox.committed()
+            yield commit  # the batch before first: they reach their queues in order
+            commit = outbox.committing(chans[0].tx_commit())
+            chans.reverse()
         yield outbox.wait_for_room()
     if not confirms:
-        yield chan.tx_commit()
-        outbox.committed()
+        yield commit
+        yield outbox.committing(chans[0].tx_commit())
     yield outbox.wait_for_all()
     sent = outbox.sent()  # fails if a message was returned or refused
 
-    yield chan.channel_close(reply_code=200, reply_text="bye")
+    for chan in chans:
+        yield chan.channel_close(reply_code=200, reply_text="bye")
     # Channel 0 is the connection's own: closing it ends the whole session.
     chan0 = yield conn.channel(0)
     yield chan0.connection_close(reply_code=200, reply_text="bye")

@@ -18,8 +18,10 @@ AMQClient
   machine per channel (method, then content header, then body frames).
   What reaches the delegate, the consumer queues and the responses queues,
   and in which order, is what txamqp delivers.
-- send_frame: every frame goes out through send_frames(), the one write
-  path (txamqp's outgoing queue and writer are left idle).
+- send_frame: every frame goes out through write(), the one write path
+  (txamqp's outgoing queue and writer are left idle).
+- reschedule_send_heartbeat, send_heartbeat: a heartbeat after a quiet
+  spell, without txamqp's new timer for every frame sent.
 - send_init_string: the protocol header of AMQP 0-9-1, which txamqp gets wrong.
 - authenticate: also ends the login timeout and fires `opened`.
 - connectionMade, connectionLost, close, do_close, check_heartbeat: the reason
@@ -30,7 +32,8 @@ AMQClient
 - queue: consumer queues whose get() fails with that reason (ReasonQueue,
   which overrides TimeoutDeferredQueue._raise_if_closed).
 AMQChannel
-- invoke: writes the method and its content at once, in one write, then
+- invoke: writes the method and its content at once, in one write (an
+  ordinary basic.publish the quick way: codec.MessageFrames), then
   waits for the response (if the method has one) on the channel's responses
   queue, where receive() puts whole messages.
 - do_close: a channel closed by the broker fails the publisher counting
@@ -42,26 +45,30 @@ Delegate (TwistedDelegate)
   connection.blocked.
 - connection_tune: the smaller of the broker's frame size and ours (txamqp
   takes 0, "no limit", as is and then cuts bodies into frames of -8 bytes).
-- basic_deliver: no lock, no Deferred per message.
+- basic_deliver: no lock, no Deferred per message; the deliveries of one
+  read go into their consumer queue together (ReasonQueue.put_all), so a
+  consumer can tell the last of them: its queue's `pending` is empty.
 - basic_return_: to the channel's publisher (amqp_support.publish).
 - basic_cancel, basic_ack, basic_nack, connection_blocked,
   connection_unblocked: txamqp has no handler for these, and a method
   without one ends the connection.
 """
 
+import os
 import platform
-from importlib import metadata
 from time import time
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
+import txamqp
 from txamqp import client, protocol, queue
 from txamqp.connection import Body, Frame, Header, Method
 from txamqp.content import Content
 from txamqp.message import Message
 
 from amqp_support import status
-from amqp_support.codec import FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, pack_frame, unpack_payload
+from amqp_support.codec import (FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, MessageFrames, pack_frame,
+                                 unpack_payload)
 from amqp_support.errors import (ConsumerCancelled, CutMidFrame, FrameError, HeartbeatMissed, LoginRefused,
                                  ProtocolRefused, UnexpectedMethod, UnsupportedTxamqp)
 
@@ -76,10 +83,21 @@ def check_txamqp(installed):
             % (TXAMQP_VERSION, installed, TXAMQP_VERSION))
 
 
-try:
-    check_txamqp(metadata.version("txamqp"))
-except metadata.PackageNotFoundError:
-    check_txamqp("of an unknown version")
+def installed_txamqp():
+    """The release of txamqp that is imported. Its dist-info folder beside
+    it says so at once; importlib.metadata (some milliseconds of start-up
+    to import) is asked only when that is not the expected one."""
+    site = os.path.dirname(os.path.dirname(txamqp.__file__))
+    if os.path.isdir(os.path.join(site, "txamqp-%s.dist-info" % TXAMQP_VERSION)):
+        return TXAMQP_VERSION
+    from importlib import metadata
+    try:
+        return metadata.version("txamqp")
+    except metadata.PackageNotFoundError:
+        return "of an unknown version"
+
+
+check_txamqp(installed_txamqp())
 
 
 class ReasonQueue(queue.TimeoutDeferredQueue):
@@ -91,6 +109,16 @@ class ReasonQueue(queue.TimeoutDeferredQueue):
         if self.reason is None:
             self.reason = reason
         super().close()
+
+    def put_all(self, items):
+        """Put several at once: whoever waits gets the first while the others
+        are in `pending` already, so a consumer can tell the last of the
+        messages that arrived together (pending is empty)."""
+        if self.waiting:
+            self.pending.extend(items[1:])
+            self.waiting.pop(0).callback(items[0])
+        else:
+            self.pending.extend(items)
 
     def _raise_if_closed(self, result, call_id):
         try:
@@ -138,6 +166,12 @@ class AMQChannel(protocol.AMQChannel):
                 self._raise_closed(self.reason)
             except Exception:
                 return defer.fail()
+        if method.content and content is not None and not method.responses:
+            # basic.publish: the quick way, when the message is an ordinary one.
+            data = self.client.message_frames.message(self.id, method, args, content)
+            if data is not None:
+                self.client.write(data)
+                return defer.succeed(None)
         frames = [Frame(self.id, Method(method, *args))]
         if method.content:
             self.content_frames(method.klass, Content() if content is None else content, frames)
@@ -229,12 +263,13 @@ class Delegate(client.TwistedDelegate):
                                         " AMQP's minimum of 4096" % frame_max))
             return
         self.client.MAX_LENGTH = frame_max
+        self.client.message_frames = MessageFrames(frame_max)
         ch.connection_tune_ok(channel_max=msg.channel_max, frame_max=frame_max,
                               heartbeat=self.client.heartbeatInterval)
         self.client.started.fire()
 
     def basic_deliver(self, ch, msg):
-        self.client.consumer_queue(msg.consumer_tag).put(msg)
+        self.client.arrived(msg.consumer_tag, msg)
 
     def basic_ack(self, ch, msg):
         self._publisher(ch, msg).settle(msg.delivery_tag, msg.multiple, accepted=True)
@@ -294,6 +329,9 @@ class AMQClient(protocol.AMQClient):
         self._buffer = bytearray()
         self._frames_seen = False
         self._incoming = {}  # channel: the Incoming message on it, while one is
+        self._arrivals = {}  # consumer queue: the messages for it that came in this read
+        self.message_frames = MessageFrames(self.MAX_LENGTH)
+        self._quiet = True  # nothing sent since the heartbeat timer last ran
 
     def connectionMade(self):
         super().connectionMade()
@@ -325,9 +363,7 @@ class AMQClient(protocol.AMQClient):
         self.send_frames([frame])
 
     def send_frames(self, frames):
-        """Write these frames to the broker at once: the one write path."""
-        if self.heartbeatInterval > 0 and frames[0].payload.type != Frame.HEARTBEAT:
-            self.reschedule_send_heartbeat()
+        """Write these frames to the broker at once."""
         try:
             pieces = []
             for frame in frames:
@@ -344,7 +380,28 @@ class AMQClient(protocol.AMQClient):
         except Exception as e:
             self.fail(e)
         else:
-            self.transport.write(data)
+            self.write(data)
+
+    def write(self, data):
+        """The one write path: bytes of whole frames, to the broker."""
+        self._quiet = False
+        self.transport.write(data)
+
+    # Heartbeats: any frame tells the broker we are alive, so a heartbeat
+    # frame is needed only after a quiet spell. txamqp restarts a timer on
+    # every frame it sends (a cancelled and a new delayed call per message);
+    # here the timer runs every half interval, and sends a heartbeat when
+    # nothing went out since it last ran: never more than an interval of
+    # silence.
+
+    def reschedule_send_heartbeat(self):
+        if self.heartbeatInterval > 0 and not self.sendHB.running:
+            self.sendHB.start(self.heartbeatInterval / 2, now=False)
+
+    def send_heartbeat(self):
+        if self._quiet:
+            super().send_heartbeat()
+        self._quiet = True
 
     # Incoming frames.
 
@@ -377,6 +434,7 @@ class AMQClient(protocol.AMQClient):
         except FrameError as e:
             self.fail(e)
         del buf[:start]
+        self.hand_over_arrivals()
         if start and self.heartbeatInterval > 0 and not self.closed:
             self.reschedule_check_heartbeat()  # once per read, not per frame
 
@@ -437,6 +495,8 @@ class AMQClient(protocol.AMQClient):
     def deliver(self, ch, msg):
         """A response to the call waiting for it (queue.declare-ok, ...), any
         other method to the delegate, in the order they came."""
+        if self._arrivals:  # the deliveries that came first go first
+            self.hand_over_arrivals()
         if msg.method.response:
             ch.responses.put(msg)
             return
@@ -449,6 +509,16 @@ class AMQClient(protocol.AMQClient):
         except Exception:
             self.dispatch_failed = True
             self.close(Failure())
+
+    def arrived(self, consumer_tag, msg):
+        """A delivery: into its consumer queue with the others of this read,
+        at the end of it (or before the next method that is not a delivery)."""
+        self._arrivals.setdefault(self.consumer_queue(consumer_tag), []).append(msg)
+
+    def hand_over_arrivals(self):
+        arrivals, self._arrivals = self._arrivals, {}
+        for q, msgs in arrivals.items():
+            q.put_all(msgs)
 
     def check_heartbeat(self):
         self.fail(HeartbeatMissed("no heartbeat from the broker for %d s"
@@ -487,6 +557,7 @@ class AMQClient(protocol.AMQClient):
     def do_close(self, reason):
         if self.reason is None:
             self.reason = reason
+        self.hand_over_arrivals()
         for ch in list(self.channels.values()):
             ch.close(self.reason)
         for q in self.queues.values():

@@ -17,18 +17,38 @@ back as basic.return, before its ack or the commit-ok.
 An Outbox does the counting; the program makes the AMQP calls:
 
     outbox = Outbox(contents, window=1000, window_bytes=4 << 20)
-    # on each new connection, once the channel is in confirm (or tx) mode:
+    # on each new connection, once the channel is in confirm mode:
     outbox.watch(chan, confirms=True)
     for content in outbox.messages():  # first what a lost connection left unconfirmed
         chan.basic_publish(exchange=..., routing_key=..., mandatory=True, content=content)
-        yield outbox.wait_for_room()  # (with tx: if outbox.full(), commit first)
-    yield outbox.wait_for_all()  # (with tx: yield chan.tx_commit(); outbox.committed())
+        yield outbox.wait_for_room()
+    yield outbox.wait_for_all()
     sent = outbox.sent()  # raises Failed if a message was returned or refused
 
-The window bounds what is on its way (unconfirmed, or in one transaction):
-at most `window` messages and `window_bytes` of their bodies, but always
-one message, however big: a run of large messages holds a few MiB, not
-`window` of them.
+With transactions, the program commits each batch (a transaction) once
+outbox.full(), and hands the commit to outbox.committing(), which counts
+the batch as taken when its commit-ok comes. While one channel's commit is
+on its way, the next batch can be published on a second channel (nothing
+may be sent on a channel between its tx.commit and commit-ok), and
+committed once the first commit is done, so messages reach their queues
+in the order they were published:
+
+    outbox.watch(chan1, chan2, confirms=False)  # both in tx mode
+    commit = None
+    for content in outbox.messages():
+        chan1.basic_publish(...)
+        if outbox.full():
+            yield commit  # the other channel's commit-ok
+            commit = outbox.committing(chan1.tx_commit())
+            chan1, chan2 = chan2, chan1
+        yield outbox.wait_for_room()
+    yield commit
+    yield outbox.committing(chan1.tx_commit())
+
+The window bounds what is on its way: at most `window` messages and
+`window_bytes` of their bodies unconfirmed, or in one transaction (two
+with a commit on its way), but always one message, however big: a run of
+large messages holds a few MiB, not `window` of them.
 
 The Outbox keeps each message until the broker has taken it; on the next
 connection messages() gives those first, so nothing is lost (a message may
@@ -69,26 +89,31 @@ class Outbox:
         self.unsettled = OrderedDict()  # on this channel: delivery tag: content, oldest first
         self.unsettled_bytes = 0  # the size of their bodies
         self.tags = 0
+        self.batch = self.batch_bytes = 0  # with tx: messages and bytes since the last commit
+        self.generation = 0  # one per watch(): a commit-ok from a lost channel counts for nothing
         self.taken = 0  # acked or committed
         self.refused = 0  # nacked
         self.returns = []  # (code, text, exchange, key) of each basic.return
         self.waiting = None  # (Deferred, fire when fewer than this many are unsettled)
         self.failure = None
 
-    def watch(self, chan, confirms=None):
-        """Count what the broker says of the messages published on chan from
-        now on (the channel is in confirm mode if confirms, else tx mode
-        (None: as the last one), and nothing is published on it yet). What
-        the previous channel left unsettled is sent first, whatever its mode."""
+    def watch(self, chan, *more, confirms=None):
+        """Count what the broker says of the messages published on chan (and
+        with transactions, on the channels after it) from now on: each is in
+        confirm mode if confirms, else tx mode (None: as the last time), and
+        nothing is published on it yet. What the previous channels left
+        unsettled is sent first, whatever their mode."""
         if confirms is not None:
             self.confirms = confirms
         self.again = deque([*self.unsettled.values(), *self.again])
         self.unsettled.clear()
         self.unsettled_bytes = 0
-        self.tags = 0
+        self.tags = self.batch = self.batch_bytes = 0
+        self.generation += 1
         self.failure = None
         self.chan = chan
-        chan.publisher = self
+        for c in (chan, *more):
+            c.publisher = self
 
     def messages(self):
         """The messages to publish on the watched channel, each counted as
@@ -104,19 +129,30 @@ class Outbox:
             # confirm.select, from 1: that number is its delivery tag.
             self.tags += 1
             self.unsettled[self.tags] = content
-            self.unsettled_bytes += len(content.body)
+            size = len(content.body)
+            self.unsettled_bytes += size
+            self.batch += 1
+            self.batch_bytes += size
             yield content
 
     def full(self):
         """Whether the window is full: time to commit, or to wait for confirms."""
-        return not self.below(self.window, self.window_bytes)
+        if self.confirms:
+            return not self.below(self.window, self.window_bytes)
+        return not (self.batch < self.window and self.batch_bytes < self.window_bytes)
 
     def below(self, messages, size):
         return len(self.unsettled) < messages and self.unsettled_bytes < size
 
     def wait_for_room(self):
-        """A Deferred that fires once the window has room (confirms came)."""
-        wait = self.wait_until_below(self.window, self.window_bytes)
+        """A Deferred that fires once the window has room (confirms came);
+        None when it has room now, and it is no time to breathe: in
+        inlineCallbacks, `yield None` goes on at once, without the cost of
+        a Deferred for every message."""
+        room = not self.confirms or self.below(self.window, self.window_bytes)  # tx: the program commits when full()
+        if self.tags % self.BREATHE and self.failure is None and room:
+            return None
+        wait = self.wait_until_below(self.window, self.window_bytes) if self.confirms else defer.succeed(None)
         if self.tags % self.BREATHE:
             return wait
         return wait.addCallback(lambda _: task.deferLater(self.chan.client.clock, 0, lambda: None))
@@ -125,11 +161,28 @@ class Outbox:
         """A Deferred that fires once the broker has answered every message."""
         return self.wait_until_below(1, 1)
 
-    def committed(self):
-        """tx.commit-ok came: the broker has taken every message published since the last."""
-        self.taken += len(self.unsettled)
-        self.unsettled.clear()
-        self.unsettled_bytes = 0
+    def committing(self, commit):
+        """commit: the Deferred of tx.commit, just sent, for the messages
+        published on its channel since its last commit (the batch). When it
+        fires, they are taken; commit is returned, to wait on."""
+        last, generation = self.tags, self.generation
+        self.batch = self.batch_bytes = 0
+
+        def ok(result):
+            if generation == self.generation:
+                self.committed(last)
+            return result
+        return commit.addCallback(ok)
+
+    def committed(self, last=None):
+        """tx.commit-ok came: the broker has taken every message up to tag
+        last (None: every one published so far)."""
+        while self.unsettled and (last is None or next(iter(self.unsettled)) <= last):
+            self.unsettled_bytes -= len(self.unsettled.popitem(last=False)[1].body)
+            self.taken += 1
+        if last is None:
+            self.batch = self.batch_bytes = 0
+        self.wake()
 
     def settle(self, tag, multiple, accepted):
         """basic.ack (accepted) or basic.nack of one message, or of every one up to tag."""
@@ -149,6 +202,10 @@ class Outbox:
             self.taken += settled
         else:
             self.refused += settled
+        self.wake()
+
+    def wake(self):
+        """Fire the wait, if there is one and it is over."""
         if self.waiting is not None and self.below(*self.waiting[1:]):
             d, self.waiting = self.waiting[0], None
             d.callback(None)

@@ -9,9 +9,11 @@ import io
 import os
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 from twisted.python.failure import Failure
+import txamqp
 
 import common
 import helpers
@@ -322,15 +324,13 @@ def test_verbose_shows_the_traceback():
 def test_another_txamqp_release_is_refused_in_one_line(script, tmp_path):
     # amqp_support.client overrides txamqp 0.8.2's internals: with any other
     # release installed, the scripts say so instead of failing somewhere inside.
-    other = tmp_path / "other_txamqp.py"
-    other.write_text(
-        "import importlib.metadata, runpy, sys\n"
-        "real = importlib.metadata.version\n"
-        "importlib.metadata.version = lambda name: '0.9.0' if name == 'txamqp' else real(name)\n"
-        "sys.argv = sys.argv[1:]\n"
-        "sys.path.insert(0, '')  # the repo root, as python SCRIPT would put there\n"
-        "runpy.run_path(sys.argv[0], run_name='__main__')\n")
-    result = helpers.run_script(other, script, "amqp0-8.xml", "x", url=NOWHERE)
+    # Another release, as pip would leave it: the package and its dist-info
+    # folder (here the package is 0.8.2's code, under 0.9.0's name), first on the path.
+    site = tmp_path / "site"
+    (site / "txamqp-0.9.0.dist-info").mkdir(parents=True)
+    (site / "txamqp-0.9.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: txamqp\nVersion: 0.9.0\n")
+    (site / "txamqp").symlink_to(Path(txamqp.__file__).parent)
+    result = helpers.run_script(script, "amqp0-8.xml", "x", url=NOWHERE, env={"PYTHONPATH": str(site)})
     fails(result, 1, "%s: error: amqp_support works with txamqp 0.8.2 only" % script,
           "txamqp 0.9.0 is installed", "pip install txamqp==0.8.2")
 

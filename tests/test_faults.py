@@ -5,6 +5,8 @@ counted and allowed) and the queue ends empty."""
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -97,6 +99,41 @@ def test_consumer_killed_four_times(queue_type, broker, names, spawn):
     # A killed consumer's printed-but-unacked messages come again: at most
     # its prefetch each time.
     assert_duplicates_within_prefetch(consumers, bodies, PREFETCH // 2)
+
+
+@pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
+def test_consumer_killed_with_its_output_stuck_loses_nothing(spec, broker, names):
+    """The consumer acknowledges the messages that arrived together at once
+    (multiple), after flushing their lines. Its stdout a pipe that nobody
+    reads (and block-buffered, as without PYTHONUNBUFFERED): it blocks once
+    the pipe is full, and killed then, every message is in the pipe or still
+    in the queue; none was acknowledged with its line in a buffer."""
+    bodies = [b"message %05d %s" % (i, b"x" * 200) for i in range(STREAM)]  # ~430 kB, past a pipe's 64 kB
+    sent = run_script("producer.py", spec, "-", *names.args, url=broker.url,
+                      input=b"".join(b + b"\n" for b in bodies))
+    assert sent.returncode == 0, sent.stderr
+    read_end, write_end = os.pipe()
+    consumer = subprocess.Popen(
+        [sys.executable, "consumer.py", spec, *names.args], cwd=helpers.ROOT, stdin=subprocess.DEVNULL,
+        stdout=write_end, stderr=subprocess.DEVNULL, env=helpers.script_env(broker.url, {"PYTHONUNBUFFERED": None}))
+    os.close(write_end)
+    try:
+        # Stuck: the queue stops going down (the broker waits for acks).
+        depths = [None, None]
+        deadline = time.monotonic() + 60
+        while depths[-1] is None or depths[-1] != depths[-2] or depths[-1] == len(bodies):
+            assert time.monotonic() < deadline, "the consumer never got stuck: depths %s" % depths[-5:]
+            time.sleep(0.5)
+            depths.append(helpers.queue_depth(broker.url, names.queue))
+    finally:
+        consumer.kill()
+        consumer.wait(timeout=10)
+    with os.fdopen(read_end, "rb") as pipe:
+        out = pipe.read()
+    printed = [line.removeprefix(b"Received: ").removesuffix(b" from channel #1") for line in out.splitlines()]
+    assert 0 < len(printed) < len(bodies), "not mid-stream: %d printed" % len(printed)
+    left = helpers.get_all(broker.url, names.queue)
+    assert set(printed) | set(left) == set(bodies), "lost: %d" % len(set(bodies) - set(printed) - set(left))
 
 
 @pytest.mark.parametrize("queue_type", QUEUE_TYPES)

@@ -9,6 +9,7 @@ import re
 import time
 
 import pytest
+from twisted.internet import defer
 from txamqp.client import Closed
 from txamqp.content import Content
 
@@ -136,7 +137,8 @@ def publisher(window, contents, window_bytes=1 << 20):
 
     def publish_next():
         chan.basic_publish(next(messages))
-        return outbox.wait_for_room()
+        wait = outbox.wait_for_room()
+        return defer.succeed(None) if wait is None else wait  # None: room now (yield None goes on)
     return outbox, chan, publish_next
 
 
@@ -167,6 +169,19 @@ def test_window_holds_the_publisher_until_confirms_come():
     outbox.settle(4, multiple=False, accepted=True)
     assert fired(done) and outbox.sent() == 4
     assert [c.body for c in chan.published] == [b"0", b"1", b"2", b"3"]
+
+
+def test_no_deferred_for_a_message_while_the_window_has_room():
+    outbox, chan, _ = publisher(3, bodies(b"0", b"1", b"2", b"3"))
+    messages = outbox.messages()
+    chan.basic_publish(next(messages))
+    assert outbox.wait_for_room() is None
+    chan.basic_publish(next(messages))
+    chan.basic_publish(next(messages))
+    waiting = outbox.wait_for_room()  # 3 unconfirmed: full
+    assert isinstance(waiting, defer.Deferred) and not fired(waiting)
+    outbox.settle(3, multiple=True, accepted=True)
+    assert fired(waiting)
 
 
 def test_nacks_count_each_message_once():
@@ -224,6 +239,38 @@ def test_a_transaction_is_full_at_window_bytes():
     assert not fired(outbox.wait_for_all())
     outbox.committed()
     assert fired(outbox.wait_for_all()) and outbox.sent() == 4
+
+
+def test_a_batch_is_taken_when_its_own_commit_is_done():
+    # producer.py with AMQP 0-8: batch 1 committed on one channel, batch 2
+    # published on the other meanwhile, and committed after the first.
+    first, second = RecordingChannel(), RecordingChannel()
+    outbox = outbox_on(first, bodies(*b"1 2 3 4 5".split()), confirms=False, window=2)
+    outbox.watch(first, second)
+    commits = []
+    for _ in outbox.messages():
+        if outbox.full():
+            commits.append(outbox.committing(defer.Deferred()))
+    assert len(commits) == 2 and not outbox.full()  # 5 is in the open batch
+    commits[0].callback(None)
+    assert outbox.taken == 2 and outbox.progress().endswith("3 more were sent but not confirmed")
+    done = outbox.wait_for_all()
+    commits[1].callback(None)
+    assert outbox.taken == 4 and not fired(done)
+    outbox.committing(defer.succeed(None))
+    assert fired(done) and outbox.sent() == 5
+
+
+def test_a_commit_from_a_lost_connection_counts_nothing():
+    chan = RecordingChannel()
+    outbox = outbox_on(chan, bodies(b"1", b"2", b"3"), confirms=False, window=2)
+    messages = outbox.messages()
+    next(messages), next(messages)
+    late = outbox.committing(defer.Deferred())
+    outbox.watch(RecordingChannel(), RecordingChannel())  # the connection was lost: a new one
+    late.callback(None)  # (cannot happen with txamqp, which fails it; counted as nothing if it did)
+    assert outbox.taken == 0
+    assert [c.body for c in outbox.messages()] == [b"1", b"2", b"3"]  # again, in order
 
 
 def test_a_confirm_for_no_waiting_message_is_an_error():
