@@ -164,7 +164,7 @@ class AMQChannel(protocol.AMQChannel):
         if self.closed:
             try:
                 self._raise_closed(self.reason)
-            except Exception:
+            except Exception:  # noqa: BLE001 (what txamqp raises for a closed channel, as a failure)
                 return defer.fail()
         if method.content and content is not None and not method.responses:
             # basic.publish: the quick way, when the message is an ordinary one.
@@ -377,7 +377,7 @@ class AMQClient(protocol.AMQClient):
                 else:
                     pieces.append(pack_frame(frame.channel, payload))
             data = b"".join(pieces)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (a frame that cannot be encoded ends the connection, saying why)
             self.fail(e)
         else:
             self.write(data)
@@ -506,7 +506,7 @@ class AMQClient(protocol.AMQClient):
             if ch.closed:
                 raise queue.Closed()
             self.delegate.dispatch(ch, msg)
-        except Exception:
+        except Exception:  # noqa: BLE001 (as txamqp: a failed dispatch ends the connection, kept as its reason)
             self.dispatch_failed = True
             self.close(Failure())
 

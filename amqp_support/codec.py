@@ -220,7 +220,7 @@ def simple_types(fields):
 
 def encode_simple(types, values, out):
     bits = nbits = 0
-    for t, v in zip(types, values):
+    for t, v in zip(types, values, strict=True):
         if t == "bit":
             bits |= bool(v) << nbits
             nbits += 1
@@ -356,7 +356,7 @@ def pack_frame(channel, payload):
 def encode_method(c, payload):
     c.encode_short(payload.method.klass.id)
     c.encode_short(payload.method.id)
-    for field, arg in zip(payload.method.fields, payload.args):
+    for field, arg in zip(payload.method.fields, payload.args, strict=False):
         c.encode(field.type, arg)
 
 
@@ -371,7 +371,7 @@ def encode_header(c, payload):
     for n, bits in enumerate(words):
         word = sum(1 << (15 - i) for i, bit in enumerate(bits) if bit)
         c.encode_short(word | (n < len(words) - 1))
-    for field, is_present in zip(payload.klass.fields, present):
+    for field, is_present in zip(payload.klass.fields, present, strict=False):  # present: 15 a word
         if is_present:
             c.encode(field.type, payload.properties[field.name])
     unknown = set(payload.properties) - {f.name for f in payload.klass.fields}
@@ -480,7 +480,7 @@ def decode_properties(c, klass, properties):
             present += [bool(word >> (15 - i) & 1) for i in range(15)]
             if not word & 1:
                 break
-        for field, is_present in zip(klass.fields, present):
+        for field, is_present in zip(klass.fields, present, strict=False):  # present: 15 a word
             if not is_present:
                 continue
             name = field.name
@@ -516,7 +516,7 @@ def fast_unpack(spec, kind, data):
         if fields is None:
             return None
         values, _ = decode_simple([t for _, t in fields], data, HEADER_START.size)
-        header = Header(klass, weight, size, **{name: v for (name, _), v in zip(fields, values)})
+        header = Header(klass, weight, size, **{name: v for (name, _), v in zip(fields, values, strict=True)})
         header.property_error = None
         return header
     except (KeyError, IndexError, struct.error, codec.EOF):
