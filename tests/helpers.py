@@ -323,6 +323,19 @@ def queue_depth(url, queue):
         return ch.queue_declare(queue, passive=True).method.message_count
 
 
+def wait_for_depth(url, queue, at_least, timeout=60):
+    """Return once queue holds at least at_least messages (it may not exist yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if queue_depth(url, queue) >= at_least:
+                return
+        except pika.exceptions.ChannelClosedByBroker:  # not declared yet
+            pass
+        assert time.monotonic() < deadline, "the queue never held %d messages" % at_least
+        time.sleep(0.05)
+
+
 def queue_exists(url, queue):
     try:
         queue_depth(url, queue)

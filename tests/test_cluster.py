@@ -206,7 +206,7 @@ def test_producer_without_retry_says_what_the_cluster_took(cluster, queues, spaw
     producers = {spec: spawn("producer.py", spec, "-", *names(queue), *urls, url="", input=data)
                  for spec, queue in queues.items()}
     for queue in queues.values():
-        wait_for_depth(others[0].url, queue, 2000)
+        helpers.wait_for_depth(others[0].url, queue, 2000)
     assert {cluster.node_of(producer) for producer in producers.values()} == {first}
     first.stop()
     for spec, queue in queues.items():
@@ -221,15 +221,3 @@ def test_producer_without_retry_says_what_the_cluster_took(cluster, queues, spaw
         got = set(helpers.get_all(others[0].url, queue))
         assert set(bodies[:taken]) <= got, "a message counted as taken is missing"
         print("%s: taken: %d, in the queue: %d" % (spec, taken, len(got)))
-
-
-def wait_for_depth(url, queue, at_least, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if helpers.queue_depth(url, queue) >= at_least:
-                return
-        except Exception:  # noqa: BLE001 (not declared yet)
-            pass
-        assert time.monotonic() < deadline, "the queue never held %d messages" % at_least
-        time.sleep(0.05)

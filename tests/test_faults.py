@@ -212,17 +212,6 @@ def test_no_reconnect_ends_on_a_lost_connection(broker, names, spawn):
     assert "Traceback" not in consumer.stderr_text
 
 
-def wait_for_depth(broker, queue, at_least, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if helpers.queue_depth(broker.url, queue) >= at_least:
-                return
-        except Exception:  # noqa: BLE001 (not declared yet)
-            pass
-        assert time.monotonic() < deadline, "the queue never held %d messages" % at_least
-        time.sleep(0.05)
-
 
 LONG_STREAM = 60000
 PROGRESS = re.compile(r"\(the broker had taken (\d+) message\(s\); (\d+) more were sent but not"
@@ -250,7 +239,7 @@ def test_producer_with_retry_survives_a_broker_restart(spec, queue_type, broker,
     args = [*names.args, "--queue-type", queue_type]
     producer = spawn("producer.py", spec, "-", "--retry", *args, url=broker.url,
                      input=b"".join(b + b"\n" for b in bodies))
-    wait_for_depth(broker, names.queue, 2000)
+    helpers.wait_for_depth(broker.url, names.queue, 2000)
     broker.restart()
     assert producer.wait(timeout=90) == 0, producer.stderr_text
     err = producer.stderr_text
@@ -277,7 +266,7 @@ def test_producer_without_retry_says_what_the_broker_took(spec, broker, names, s
     bodies = [b"%d" % i for i in range(LONG_STREAM)]
     producer = spawn("producer.py", spec, "-", *names.args, url=broker.url,
                      input=b"".join(b + b"\n" for b in bodies))
-    wait_for_depth(broker, names.queue, 2000)
+    helpers.wait_for_depth(broker.url, names.queue, 2000)
     broker.stop()
     assert producer.wait(timeout=60) == 1, producer.stderr_text
     [line] = helpers.without_fallback_note(producer.stderr_text).splitlines()

@@ -7,7 +7,6 @@ why and how to get it, where tools/rabbitmq4.py's chroot cannot run.
 
 import secrets
 import signal
-import time
 
 import pytest
 
@@ -126,18 +125,6 @@ def default_exchange(queue):
     return ["--exchange", "", "--queue", queue, "--routing-key", queue]
 
 
-def wait_for_depth(url, queue, at_least, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if helpers.queue_depth(url, queue) >= at_least:
-                return
-        except Exception:  # noqa: BLE001 (not declared yet)
-            pass
-        assert time.monotonic() < deadline, "the queue never held %d messages" % at_least
-        time.sleep(0.05)
-
-
 def assert_fell_back_once_on_rabbitmq4(stderr, first, second):
     node4 = first if first.major == 4 else second
     lines = stderr.splitlines()
@@ -155,7 +142,7 @@ def test_producer_fails_over_between_rabbitmq_3_and_4(order, rabbitmq3, rabbitmq
         producer = spawn("producer.py", "amqp0-8.xml", "-", "--retry", *default_exchange(queue),
                          "--url", first.url, "--url", second.url, url="",
                          input=b"".join(b + b"\n" for b in bodies))
-        wait_for_depth(first.url, queue, 2000)
+        helpers.wait_for_depth(first.url, queue, 2000)
         first.stop()
         assert producer.wait(timeout=120) == 0, producer.stderr_text
         err = producer.stderr_text
