@@ -63,7 +63,7 @@ def shortstr(text):
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:  # bytes in argv that are not UTF-8 arrive as lone surrogates
         shown = shorten(printable(os.fsencode(text)), limit=40)
-        raise argparse.ArgumentTypeError("'%s' is not valid UTF-8: AMQP names are UTF-8 text" % shown)
+        raise argparse.ArgumentTypeError("'%s' is not valid UTF-8: AMQP names are UTF-8 text" % shown) from None
     if size > 255:
         raise argparse.ArgumentTypeError("%.20r... is longer than AMQP's 255 bytes" % text)
     return text
@@ -408,9 +408,9 @@ def load_spec(path):
 
 
 def fallback_spec(path):
-    """The project's amqp0-9-1.xml, loaded, when path is the project's
-    amqp0-8.xml (the spec to use with a broker that refuses AMQP 0-8, as
-    RabbitMQ 4.0 and later do); else None."""
+    """When path is the project's amqp0-8.xml, a function that loads the
+    project's amqp0-9-1.xml (the spec to use with a broker that refuses AMQP
+    0-8, as RabbitMQ 4.0 and later do), called only if a broker does; else None."""
     # The project's amqp0-8.xml is known by its bytes: those of the
     # amqp0-8.xml beside this file, wherever the copy is and whatever its name.
     # Its 0-9-1 counterpart keeps the same Python-facing names (design.md,
@@ -424,7 +424,8 @@ def fallback_spec(path):
                 return None
     except OSError:
         return None
-    return load_spec(os.path.join(os.path.dirname(ours), "amqp0-9-1.xml"))
+    counterpart = os.path.join(os.path.dirname(ours), "amqp0-9-1.xml")
+    return functools.partial(load_spec, counterpart) if os.path.isfile(counterpart) else None
 
 
 def service(reactor, spec, args, reconnect):

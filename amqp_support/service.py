@@ -88,8 +88,10 @@ class AMQPService(ClientService):
     heartbeat: seconds between heartbeats (0: off); tls: endpoint.ClientTLS
     for amqps:// brokers; reconnect: carry on after a failure that may pass.
     hints: what explain() appends for the failures it has hints for.
-    fallback: an AMQP 0-9-1 spec for the brokers that refuse spec's AMQP 0-8,
-    or None (their refusal is then a failure like any other)."""
+    fallback: a function that returns an AMQP 0-9-1 spec for the brokers that
+    refuse spec's AMQP 0-8, called the first time one does (parsing a spec
+    file takes a while: a run that needs none pays nothing), or None (their
+    refusal is then a failure like any other)."""
 
     def __init__(self, reactor, spec, brokers, *, timeout, heartbeat, tls=None, reconnect, hints=None,
                  fallback=None):
@@ -98,6 +100,7 @@ class AMQPService(ClientService):
         self.hints = hints
         self.spec = spec
         self.fallback = fallback
+        self._fallback_spec = None
         self._ever_logged_in = False
         self._reconnecting = False
         self._at_once = False  # the next attempt: no delay
@@ -124,7 +127,7 @@ class AMQPService(ClientService):
                     raise
                 except Failed:
                     raise  # the conversation's own, already said
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 (any failure: explained, maybe retried)
                     if self._refused_for_fallback(conn):
                         # _lost() has switched the broker: no failure.
                         yield task.deferLater(self.reactor, 0)  # out of ClientService's callbacks
@@ -141,7 +144,7 @@ class AMQPService(ClientService):
             conn = yield self.whenConnected(failAfterFailures=1)
         except defer.CancelledError:  # Ctrl-C: not a failure to connect
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 (any failure to connect: explained, maybe retried)
             yield self._failed(e, conn)
             return None
         if conn.closed:  # closing, and ClientService does not know yet
@@ -166,13 +169,15 @@ class AMQPService(ClientService):
         if not self._refused_for_fallback(conn):
             self._uncounted = 0  # ClientService counts afresh after a connection
             return
-        self.factory.specs[conn.broker] = self.fallback
+        if self._fallback_spec is None:  # loaded once, the first time a broker needs it
+            self._fallback_spec = self.fallback()
+        fallback = self.factory.specs[conn.broker] = self._fallback_spec
         refused = protocol_name(self.spec)
         if refused == "AMQP 0-8":
             refused += " (RabbitMQ 4.0 and later)"
         status.log.info("the broker at {broker} refused {refused}; using {spec}", broker=conn.broker,
-                        refused=refused, spec=os.path.basename(self.fallback.file or "")
-                        or protocol_name(self.fallback))
+                        refused=refused, spec=os.path.basename(fallback.file or "")
+                        or protocol_name(fallback))
         self.endpoint.repeat()
         self._at_once = True
 

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, "")  # run from the repo root: producer.py imports common
 
-from amqp_support import client  # noqa: E402
+from amqp_support import client
 
 output, script, *argv = sys.argv[1:]
 waits = []

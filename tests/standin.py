@@ -136,7 +136,7 @@ class StandIn:
                     self.script(conn)
                 except OSError:
                     pass
-                except Exception as e:  # the script's own failure: for the test to see
+                except Exception as e:  # noqa: BLE001 (the script's own failure: for the test to see)
                     self.script_errors.append(e)
 
     def close(self):

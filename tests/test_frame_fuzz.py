@@ -93,7 +93,7 @@ def sessions(draw):
     stage = draw(st.sampled_from(["logging in", "channel open"]))
     data = b"".join(draw(st.lists(frames(spec), max_size=12)))
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=6)))
-    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     return spec, stage, chunks
 
 

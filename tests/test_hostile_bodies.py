@@ -132,7 +132,7 @@ def test_consumer_prints_one_safe_line_per_body(broker, batch):
         lines = got.stdout.decode("utf-8").split("\n")
         assert lines.pop() == ""
         assert len(lines) == len(batch)  # one line per message, in order
-        for body, line in zip(batch, lines):
+        for body, line in zip(batch, lines, strict=True):
             assert not [c for c in line if unsafe(c)]
             assert line == "Received: %s from channel #1" % common.printable(body)
             assert unescape(line[len("Received: "):-len(" from channel #1")]) == body

@@ -4,7 +4,7 @@ publishes with each spec file and a pika consumer gets the exact bytes, as
 persistent messages (delivery mode 2)."""
 
 import decimal
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pika
 import pytest
@@ -38,7 +38,7 @@ PROPERTIES = pika.BasicProperties(
     content_type="application/octet-stream", content_encoding="identity",
     headers={"text": "\u00e9t\u00e9", "bytes": b"\x00\xff", "true": True, "int": -7,
              "long": 2**40, "decimal": decimal.Decimal("3.14"),
-             "time": datetime(2009, 6, 18, tzinfo=timezone.utc), "table": {"nested": [1, "two", None]},
+             "time": datetime(2009, 6, 18, tzinfo=UTC), "table": {"nested": [1, "two", None]},
              "void": None},
     delivery_mode=pika.DeliveryMode.Persistent, priority=3, correlation_id="corr-1",
     reply_to="reply-queue", expiration="600000", message_id="msg-1", timestamp=1245283200,

@@ -145,7 +145,7 @@ BAD_RAW = {
 def pika_publish(url, exchange, routing_key, body):
     headers = {"text": "\u00e9t\u00e9", "bytes": b"\x00\xff", "true": True, "int": -7,
                "long": 2**40, "decimal": decimal.Decimal("3.14"),
-               "time": datetime.datetime(2009, 6, 18, tzinfo=datetime.timezone.utc),
+               "time": datetime.datetime(2009, 6, 18, tzinfo=datetime.UTC),
                "table": {"nested": [1, "two", None]}, "void": None}
     with helpers.connect(url) as conn:
         ch = conn.channel()
@@ -274,7 +274,7 @@ def test_consumer_prints_and_acks_undecodable_properties(stand_in):
                                                 for _, body in messages]
     warnings = [line for line in got.stderr.decode().splitlines() if "warning" in line]
     assert len(warnings) == 3, got.stderr
-    for tag, line in zip([2, 3, 4], warnings):
+    for tag, line in zip([2, 3, 4], warnings, strict=True):
         assert line.startswith("consumer.py: warning: message with delivery tag %d: cannot decode"
                                " its properties (" % tag), line
         assert line.endswith("); printed and acked anyway"), line

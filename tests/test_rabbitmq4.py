@@ -9,8 +9,6 @@ import secrets
 import signal
 import time
 
-import pika
-import pika.exceptions
 import pytest
 
 import helpers
@@ -97,13 +95,9 @@ def test_message_over_16_mib(broker, names):
 
 
 def test_scripts_use_no_feature_rabbitmq_4_deprecates(rabbitmq4):
-    """conftest.py's RABBITMQ4_CONFIG refuses the deprecated features (here: a
-    transient queue that is not exclusive), and the scripts' queue passes."""
-    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq4.url))
-    with pytest.raises(pika.exceptions.AMQPError, match="transient_nonexcl_queues"):
-        connection.channel().queue_declare(f"q.transient.{secrets.token_hex(3)}", durable=False)
-    if connection.is_open:
-        connection.close()
+    """RabbitMQ 4 deprecates transient non-exclusive queues (refused by default
+    from 4.3) and global QoS: the scripts' queue is durable and not exclusive
+    (and their basic.qos leaves global off)."""
     queue = f"q.durable.{secrets.token_hex(3)}"
     args = ["--queue", queue, "--exchange", "", "--routing-key", queue]
     sent = run_script("producer.py", "amqp0-9-1.xml", "kept", *args, url=rabbitmq4.url)
@@ -111,6 +105,8 @@ def test_scripts_use_no_feature_rabbitmq_4_deprecates(rabbitmq4):
     got = run_script("consumer.py", "amqp0-9-1.xml", "--count", "1", "--prefetch", "5", *args, url=rabbitmq4.url)
     assert got.returncode == 0, got.stderr
     assert got.stdout == b"Received: kept from channel #1\n"
+    listed = rabbitmq4.ctl("list_queues", "name", "durable", "exclusive")
+    assert "%s\ttrue\tfalse" % queue in listed.splitlines(), listed
 
 
 # --- failover between a RabbitMQ 3 node and a RabbitMQ 4 node ---------------------

@@ -544,7 +544,7 @@ def test_no_prose(version):
         for text in (el.text, el.tail):
             if text and text.strip():
                 assert len(text.split()) <= 6, (el.tag, el.get("name"), text.strip()[:80])
-    assert all(len(((d.text or "").split())) <= 6 for d in root.iter("doc"))
+    assert all(len((d.text or "").split()) <= 6 for d in root.iter("doc"))
     raw = FILES[version].read_text()
     for phrase in ("This method", "The server MUST", "The client MUST", "If set,"):
         assert phrase not in raw

@@ -243,7 +243,22 @@ class ThrowawayNode:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            wait_for_group_gone(proc.pid)
         self.dir.cleanup()
+
+
+def wait_for_group_gone(pgid, timeout=10):
+    """Return once no process is left in the group (SIGKILL takes a moment to
+    land on each: the VM's erl_child_setup outlives the group's leader)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:  # only zombies left, or a pgid reused: nothing of ours runs
+            return
+        time.sleep(0.02)
 
 
 def install_rabbitmq(server, install):

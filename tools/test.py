@@ -67,7 +67,7 @@ def ensure_rabbitmq4():
 
 
 def main():
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (run by whatever python3 a machine has)
         fail("Python 3.11 or later is needed")
     python = venv_python()
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
