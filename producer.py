@@ -71,7 +71,9 @@ def send(conn, args, outbox):
         # instead of being dropped without a word.
         chans[0].basic_publish(exchange=args.exchange, routing_key=args.routing_key,
                                mandatory=True, content=content)
-        if not confirms and outbox.full():
+        # A transaction's messages reach their queue at its commit: commit when
+        # it is full, and when stdin is quiet (the next line has not come).
+        if not confirms and (outbox.full() or outbox.idle()):
             yield commit  # the batch before first: they reach their queues in order
             commit = outbox.committing(chans[0].tx_commit())
             chans.reverse()

@@ -145,6 +145,11 @@ class Outbox:
                 return wait.addCallback(lambda _: self.next_when_in())
         return next(self.pending, None)
 
+    def idle(self):
+        """Whether the next message has not come in yet (with transactions:
+        time to commit what has, rather than hold it while stdin is quiet)."""
+        return not self.again and self.ready() is not None
+
     def wait_for_input(self):
         """None when contents has its next message (or its end) at hand; else
         a Deferred that fires once it has, or fails if the channel closes."""
