@@ -64,16 +64,19 @@ def send(conn, args, outbox):
     outbox.watch(*chans, confirms=confirms)  # counts those answers and basic.return
 
     commit = None  # with tx: the commit on its way, on the other channel
-    for content in outbox.messages():  # first what a lost connection left unconfirmed
+    # The next message: first what a lost connection left unconfirmed; it
+    # waits while the window is full, or for the next line of stdin.
+    while (content := (yield outbox.next_message())) is not None:
         # mandatory: a message that no queue takes comes back (basic.return)
         # instead of being dropped without a word.
         chans[0].basic_publish(exchange=args.exchange, routing_key=args.routing_key,
                                mandatory=True, content=content)
-        if not confirms and outbox.full():
+        # A transaction's messages reach their queue at its commit: commit when
+        # it is full, and when stdin is quiet (the next line has not come).
+        if not confirms and (outbox.full() or outbox.idle()):
             yield commit  # the batch before first: they reach their queues in order
             commit = outbox.committing(chans[0].tx_commit())
             chans.reverse()
-        yield outbox.wait_for_room()
     if not confirms:
         yield commit
         yield outbox.committing(chans[0].tx_commit())
@@ -98,8 +101,11 @@ def main(reactor, args):
     properties = {"delivery-mode": common.NON_PERSISTENT if args.transient else common.PERSISTENT}
     if args.headers:
         properties["headers"] = dict(args.headers)
-    contents = (Content(body, properties=properties) for body in common.message_bodies(args))
-    outbox = Outbox(contents, window=WINDOW, window_bytes=WINDOW_BYTES)
+    # The bodies, stdin's lines as they come (a thread reads them, so the
+    # reactor never waits in a read: heartbeats and confirms go on).
+    bodies = common.MessageBodies(reactor, args)
+    contents = (Content(body, properties=properties) for body in bodies)
+    outbox = Outbox(contents, ready=bodies.ready, window=WINDOW, window_bytes=WINDOW_BYTES)
     service = common.service(reactor, spec, args, reconnect=args.retry)
     # send() on a connection; with --retry on the next one when it fails.
     # On a terminal, a progress line shows meanwhile.

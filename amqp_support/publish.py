@@ -19,10 +19,14 @@ An Outbox does the counting; the program makes the AMQP calls:
     outbox = Outbox(contents, window=1000, window_bytes=4 << 20)
     # on each new connection, once the channel is in confirm mode:
     outbox.watch(chan, confirms=True)
-    for content in outbox.messages():  # first what a lost connection left unconfirmed
+    while (content := (yield outbox.next_message())) is not None:
         chan.basic_publish(exchange=..., routing_key=..., mandatory=True, content=content)
-        yield outbox.wait_for_room()
     yield outbox.wait_for_all()
+
+next_message() gives first what a lost connection left unconfirmed, and
+waits (returns a Deferred) while the window is full, or while the next
+message has not come in yet when contents has a ready() (stdin's lines, say,
+as they come: see Outbox).
     sent = outbox.sent()  # raises Failed if a message was returned or refused
 
 With transactions, the program commits each batch (a transaction) once
@@ -35,13 +39,12 @@ in the order they were published:
 
     outbox.watch(chan1, chan2, confirms=False)  # both in tx mode
     commit = None
-    for content in outbox.messages():
+    while (content := (yield outbox.next_message())) is not None:
         chan1.basic_publish(...)
         if outbox.full():
             yield commit  # the other channel's commit-ok
             commit = outbox.committing(chan1.tx_commit())
             chan1, chan2 = chan2, chan1
-        yield outbox.wait_for_room()
     yield commit
     yield outbox.committing(chan1.tx_commit())
 
@@ -51,7 +54,7 @@ with a commit on its way), but always one message, however big: a run of
 large messages holds a few MiB, not `window` of them.
 
 The Outbox keeps each message until the broker has taken it; on the next
-connection messages() gives those first, so nothing is lost (a message may
+connection next_message() gives those first, so nothing is lost (a message may
 arrive twice). The delegate (amqp_support.client) hands basic.ack,
 basic.nack and basic.return on a watched channel to the Outbox.
 """
@@ -79,8 +82,15 @@ class Outbox:
     # nothing would go out until the window fills).
     BREATHE = 200
 
-    def __init__(self, contents, confirms=None, *, window, window_bytes):
+    def __init__(self, contents, confirms=None, *, window, window_bytes, ready=None):
+        """contents: the messages (txamqp Contents), an iterable. ready: for
+        contents that come in over time (stdin's lines), a function that
+        next_message() calls before taking each one: None when the next (or
+        the end) is at hand, else a Deferred that fires once it is."""
         self.contents = iter(contents)
+        self.ready = ready or (lambda: None)
+        self.pending = None  # the messages() being given out on the watched channel
+        self.waiting_input = None  # the Deferred of a wait for contents to come
         self.confirms = confirms  # else transactions
         self.window = window
         self.window_bytes = window_bytes
@@ -112,8 +122,50 @@ class Outbox:
         self.generation += 1
         self.failure = None
         self.chan = chan
+        self.pending = self.messages()
         for c in (chan, *more):
             c.publisher = self
+
+    def next_message(self):
+        """The next message to publish on the watched channel (counted as on
+        its way), or None after the last: at once when it can, else a
+        Deferred of it that fires once the window has room, the reactor has
+        turned (every BREATHE messages), and the message has come in."""
+        wait = self.wait_for_room()  # once per message: it counts them to breathe
+        if wait is None:
+            return self.next_when_in()
+        return wait.addCallback(lambda _: self.next_when_in())
+
+    def next_when_in(self):
+        """The next message once it has come in (what a lost connection left
+        unconfirmed is always in)."""
+        if not self.again:
+            wait = self.wait_for_input()
+            if wait is not None:
+                return wait.addCallback(lambda _: self.next_when_in())
+        return next(self.pending, None)
+
+    def idle(self):
+        """Whether the next message has not come in yet (with transactions:
+        time to commit what has, rather than hold it while stdin is quiet)."""
+        return not self.again and self.ready() is not None
+
+    def wait_for_input(self):
+        """None when contents has its next message (or its end) at hand; else
+        a Deferred that fires once it has, or fails if the channel closes."""
+        ready = self.ready()
+        if ready is None:
+            return None
+        # Ctrl-C cancels it.
+        d = self.waiting_input = defer.Deferred(lambda d: setattr(self, "waiting_input", None))
+
+        def came(result):
+            if self.waiting_input is d and not d.called:
+                self.waiting_input = None
+                d.callback(None)
+            return result
+        ready.addBoth(came)
+        return d
 
     def messages(self):
         """The messages to publish on the watched channel, each counted as
@@ -230,6 +282,9 @@ class Outbox:
         self.failure = Closed(reason)
         if self.waiting is not None:
             d, self.waiting = self.waiting[0], None
+            d.errback(self.failure)
+        if self.waiting_input is not None:
+            d, self.waiting_input = self.waiting_input, None
             d.errback(self.failure)
 
     def counts(self):

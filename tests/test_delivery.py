@@ -2,6 +2,10 @@
 against the tests' own RabbitMQ node; pika looks at the broker."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -164,6 +168,39 @@ def test_a_stream_of_several_batches_arrives_in_order(spec, broker, names):
     sent = run_script("producer.py", spec, "-", *names.args, url=broker.url, input=b"\n".join(lines) + b"\n")
     assert sent.returncode == 0, sent.stderr
     assert helpers.get_all(broker.url, names.queue) == lines
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_stdin_line_is_sent_while_more_may_come(spec, broker, names):
+    """`tail -f log | producer.py SPEC -`: each line goes out when it comes,
+    and the producer stays connected while it waits for the next one (it
+    must not block the reactor in a read, or heartbeats and confirms stop)."""
+    helpers.declare(broker.url, names.exchange, names.queue, names.routing_key)  # to count in
+    proc = subprocess.Popen([sys.executable, "producer.py", spec, "-", "--heartbeat", "1", *names.args],
+                            cwd=helpers.ROOT, env=helpers.script_env(broker.url), stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        for n, line in enumerate([b"first", b"second"], 1):
+            proc.stdin.write(line + b"\n")
+            proc.stdin.flush()
+            # With amqp0-8.xml the line reaches the queue with its commit.
+            deadline = time.monotonic() + 30
+            while helpers.queue_depth(broker.url, names.queue) < n:
+                assert time.monotonic() < deadline, "line %d not in the queue while stdin stays open" % n
+                assert proc.poll() is None, proc.stderr.read()
+                time.sleep(0.05)
+        # No input for four heartbeat intervals: a producer blocked in a read
+        # sends no heartbeat, and the broker drops it after two or three.
+        time.sleep(4)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.stdin.write(b"third\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert helpers.get_all(broker.url, names.queue) == [b"first", b"second", b"third"]
 
 
 @pytest.mark.rabbitmq4
