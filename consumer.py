@@ -20,6 +20,16 @@ import common
 parser = common.consumer_parser(__doc__)
 
 
+def ack_printed(chan, delivery_tag):
+    """Acknowledge every message up to delivery_tag, once their lines are out."""
+    if delivery_tag is not None:
+        sys.stdout.flush()
+        # Acknowledge once printed: a message that was not printed stays in the
+        # queue, and the broker delivers it again. multiple=True acknowledges
+        # every message on the channel up to this delivery tag.
+        chan.basic_ack(delivery_tag=delivery_tag, multiple=True)
+
+
 @common.script(parser)
 @defer.inlineCallbacks
 def main(reactor, args):
@@ -54,16 +64,8 @@ def main(reactor, args):
         queue = yield conn.queue(common.CONSUMER_TAG)  # txamqp puts the deliveries here
         print("Waiting for messages on queue %r. To exit press CTRL+C" % args.queue,
               file=sys.stderr, flush=True)
-        def ack_printed():
-            """Flush the lines printed so far, then acknowledge their messages."""
-            sys.stdout.flush()
-            # Acknowledge once printed: a message that was not printed stays in
-            # the queue, and the broker delivers it again. multiple=True
-            # acknowledges every message up to this delivery tag on the
-            # channel, each of them printed and flushed by now.
-            chan.basic_ack(delivery_tag=unacked, multiple=True)
 
-        unacked = None  # the delivery tag of the last message printed, not yet acknowledged
+        last = None  # the delivery tag of the last message printed and not acknowledged yet
         while args.count is None or printed < args.count:
             try:
                 msg = yield queue.get()
@@ -71,13 +73,12 @@ def main(reactor, args):
                 break
             print("Received: %s from channel #%d" % (common.printable(msg.content.body), chan.id))
             common.report_undecodable_properties(parser.prog, msg)  # acked all the same
-            unacked = msg.delivery_tag
+            last = msg.delivery_tag
             printed += 1
             if not queue.pending:  # the last of the messages that arrived together
-                ack_printed()
-                unacked = None
-        if unacked is not None:
-            ack_printed()
+                ack_printed(chan, last)
+                last = None
+        ack_printed(chan, last)
 
         # Messages the broker sent ahead that we did not print go back to the queue.
         yield chan.basic_cancel(consumer_tag=common.CONSUMER_TAG)
