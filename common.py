@@ -331,8 +331,8 @@ class MessageBodies:
     def read_on(self):
         """Let the thread read more: while less than READ_AHEAD is buffered,
         or while no whole line is (a line may be longer than READ_AHEAD)."""
-        if self.buffered < self.READ_AHEAD or not self.lines:
-            self.more.set()
+        if not self.more.is_set() and (self.buffered < self.READ_AHEAD or not self.lines):
+            self.more.set()  # (set() takes a lock: not for every line)
 
     def read(self, stream):
         """In the thread: stdin in chunks, each handed to the reactor."""
