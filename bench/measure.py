@@ -174,6 +174,12 @@ def aio_pika_producer(url, message="-", in_flight=1000, queue=QUEUE, key=KEY):
     return [PY, str(HERE / "aio_pika_producer.py"), url, message, "--in-flight", str(in_flight), *names(queue, key)]
 
 
+def broker_limit(url, queue=QUEUE, key=KEY):
+    """A raw AMQP client that costs almost no CPU, with producer.py's guarantee
+    (confirms, persistent, mandatory): what the broker itself can take."""
+    return [PY, str(HERE / "broker_limit.py"), url, *names(queue, key)]
+
+
 def aio_pika_consumer(url, n, prefetch):
     return [PY, str(HERE / "aio_pika_consumer.py"), url, "--count", str(n), "--prefetch", str(prefetch), *names()]
 
