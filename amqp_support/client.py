@@ -33,7 +33,9 @@ AMQClient
   which overrides TimeoutDeferredQueue._raise_if_closed).
 AMQChannel
 - invoke: writes the method and its content at once, in one write (an
-  ordinary basic.publish the quick way: codec.MessageFrames), then
+  ordinary basic.publish the quick way: codec.MessageFrames, held by
+  write_soon() until the reactor turns, so that the messages published in
+  between go out in one write), then
   waits for the response (if the method has one) on the channel's responses
   queue, where receive() puts whole messages.
 - do_close: a channel closed by the broker fails the publisher counting
@@ -170,7 +172,7 @@ class AMQChannel(protocol.AMQChannel):
             # basic.publish: the quick way, when the message is an ordinary one.
             data = self.client.message_frames.message(self.id, method, args, content)
             if data is not None:
-                self.client.write(data)
+                self.client.write_soon(data)
                 return defer.succeed(None)
         frames = [Frame(self.id, Method(method, *args))]
         if method.content:
@@ -332,6 +334,7 @@ class AMQClient(protocol.AMQClient):
         self._arrivals = {}  # consumer queue: the messages for it that came in this read
         self.message_frames = MessageFrames(self.MAX_LENGTH)
         self._quiet = True  # nothing sent since the heartbeat timer last ran
+        self._unsent = []  # what write_soon() holds until the reactor turns
 
     def connectionMade(self):
         super().connectionMade()
@@ -383,9 +386,26 @@ class AMQClient(protocol.AMQClient):
             self.write(data)
 
     def write(self, data):
-        """The one write path: bytes of whole frames, to the broker."""
+        """The one write path: bytes of whole frames, to the broker (after
+        what write_soon() holds)."""
+        if self._unsent:
+            self.flush()
         self._quiet = False
         self.transport.write(data)
+
+    def write_soon(self, data):
+        """Bytes of whole frames, to the broker once the reactor turns, with
+        whatever else came by then: a run of messages published between two
+        turns is one write (a write costs more than encoding a small message)."""
+        if not self._unsent:
+            self.clock.callLater(0, self.flush)
+        self._unsent.append(data)
+
+    def flush(self):
+        if self._unsent and not self.transport_lost:
+            self._quiet = False
+            self.transport.write(b"".join(self._unsent))
+        self._unsent.clear()
 
     # Heartbeats: any frame tells the broker we are alive, so a heartbeat
     # frame is needed only after a quiet spell. txamqp restarts a timer on
