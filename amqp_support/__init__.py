@@ -6,6 +6,7 @@ never on stdout or stderr. One job per module, lowest first:
 
     errors.py    every exception it raises
     status.py    status lines, as twisted.logger events
+    spec.py      a spec file into txamqp's spec objects, each method compiled once
     codec.py     frames to bytes and back, byte for byte
     client.py    txamqp's AMQClient with the fixes a real broker needs
     url.py       BrokerURL: where to connect, from an amqp:// or amqps:// URL

@@ -25,8 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from measure import (HERE, PY, QUEUE, ROOT, BenchError, QueueProbe, ours_consumer, ours_producer, pika_producer, run,
-                     write_bodies)
+from measure import (HERE, PY, QUEUE, ROOT, BenchError, QueueProbe, compile_ours, ours_consumer, ours_producer,
+                     pika_producer, run, write_bodies)
 from node import throwaway_node
 
 MARKER = "<!-- Everything below is written by bench/profile_clients.py. -->"
@@ -361,6 +361,7 @@ def main():
     parser.add_argument("--output", default=str(HERE / "PROFILE.md"), help='"" to write no file')
     args = parser.parse_args()
     n = args.messages
+    compile_ours()
 
     with tempfile.TemporaryDirectory(prefix="txamqp-profile-") as workdir, throwaway_node() as node:
         url = node.url

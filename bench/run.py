@@ -46,8 +46,8 @@ from pathlib import Path
 
 import large_bodies
 from measure import (AMQP_PUBLISH, AMQP_TOOLS_HINT, EXCHANGE, HERE, KEY, PY, QUEUE, BenchError, QueueProbe,
-                     aio_pika_consumer, aio_pika_producer, amqp_publish, broker_limit, ours_consumer, ours_producer,
-                     pika_consumer, pika_producer, run, write_bodies)
+                     aio_pika_consumer, aio_pika_producer, amqp_publish, broker_limit, compile_ours, ours_consumer,
+                     ours_producer, pika_consumer, pika_producer, run, write_bodies)
 from node import throwaway_node
 
 BIG_QUEUE, BIG_KEY = "bench_big_queue", "bench_big_key"  # a lazy queue (policy) for the memory runs
@@ -449,6 +449,7 @@ def parse_args(argv=None):
 
 def main():
     args = parse_args()
+    compile_ours()
     if not AMQP_PUBLISH:
         say(f"bench: {AMQP_TOOLS_HINT}")
     command = "python bench/run.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])

@@ -18,6 +18,7 @@ from txamqp.connection import Body, Frame, Header, Method
 from amqp_support import client as our_client
 from amqp_support.codec import FRAME_END, FRAME_HEADER, pack_frame, unpack_payload
 from amqp_support import publish
+from amqp_support import spec as our_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = {"0-8": ROOT / "amqp0-8.xml", "0-9-1": ROOT / "amqp0-9-1.xml"}
@@ -609,3 +610,72 @@ def test_round_trip_deliver_and_ack(version):
     assert data[7:-1] == b"\x00\x3c\x00\x50" + (9).to_bytes(8, "big") + b"\x00"
     _, payload = unpack_frame(s, data)
     assert payload.method is ack and payload.args == (9, False)
+
+
+# ------------------------------------------------------------------ amqp_support.spec
+
+# The scripts load spec files with amqp_support.spec.load (quicker), the
+# tests above with txamqp's own loader: both must give the same spec.
+
+def described(s):
+    """Everything of a txamqp spec that txamqp and the scripts read, as plain values."""
+    fields = lambda container: [(f.name, f.id, f.type, f.docs) for f in container]  # noqa: E731
+    return {
+        "spec": (s.major, s.minor, s.file),
+        "constants": [(c.name, c.id, c.klass, c.docs) for c in s.constants],
+        "classes": [(c.name, c.id, c.handler, c.docs, fields(c.fields),
+                     [(m.name, m.id, m.content, m.synchronous, m.description, m.docs, m.response,
+                       [r.name for r in m.responses], fields(m.fields), m.klass is c) for m in c.methods])
+                    for c in s.classes],
+        "channel methods": {name: (str(inspect.signature(f)), f.__doc__)
+                            for name, f in vars(s.klass).items() if inspect.isfunction(f)},
+    }
+
+
+# A spec with what our two files lack: prose (<doc>, text in a method), a
+# domain naming another domain, a field typed directly, and children of
+# other kinds before the fields (a field's id is its place among them all).
+DOCUMENTED = b"""<?xml version="1.0"?>
+<amqp major="0" minor="9" revision="1">
+  <constant name="frame-end" value="206" class="x"><doc>The end &amp; all.</doc></constant>
+  <domain name="queue-name" type="name"/>
+  <domain name="name" type="shortstr"><doc>A name.</doc></domain>
+  <class name="basic" index="60" handler="channel">
+    <doc>Messages.</doc>
+    <field name="content-type" domain="queue-name"/>
+    <method name="publish" index="40" content="1">Publish
+      a message.
+      <chassis name="server" implement="MUST"/>
+      <doc>Goes to an exchange.</doc>
+      <doc type="grammar">two docs</doc>
+      <field name="exchange" domain="name"><doc>Where to.</doc></field>
+      <field name="global" type="bit"/>
+    </method>
+    <method name="get" index="70" synchronous="1">
+      <response name="get-ok"/><field name="queue" type="shortstr"/></method>
+    <method name="get-ok" index="71" content="1" synchronous="0"> </method>
+  </class>
+</amqp>
+"""
+
+
+@pytest.mark.parametrize("name, data", [(path.name, path.read_bytes()) for path in FILES.values()]
+                         + [("documented.xml", DOCUMENTED)])
+def test_our_loader_gives_txamqps_spec(name, data):
+    ours = our_spec.load(data, name)
+    theirs = txspec.load_string(data, specfilename=name)
+    assert described(ours) == described(theirs)
+    assert described(ours)["channel methods"]  # not empty: the comparison compared something
+
+
+def test_our_loader_methods_invoke_with_the_same_arguments():
+    calls = []
+
+    class Channel(our_spec.load(FILES["0-9-1"].read_bytes()).klass):
+        def invoke(self, method, args, content=None):
+            calls.append((method.klass.name, method.name, args, content))
+
+    Channel().queue_declare(queue="q", durable=True)
+    Channel().basic_publish(exchange="x", routing_key="k", content="c")
+    assert calls == [("queue", "declare", (0, "q", False, True, False, False, False, {}), None),
+                     ("basic", "publish", (0, "x", "k", False, False), "c")]
