@@ -236,6 +236,11 @@ EXTENSIONS = {
 }
 
 
+def is_delivery(method):
+    """basic.deliver: a message for a consumer (0-8 has file.deliver and stream.deliver too)."""
+    return method.name == "deliver" and method.klass.name == "basic"
+
+
 FRAME_MAX = 131072  # the largest frame we take: RabbitMQ's default
 FRAME_END_BYTE = bytes([FRAME_END])
 
@@ -495,7 +500,7 @@ class AMQClient(protocol.AMQClient):
     def deliver(self, ch, msg):
         """A response to the call waiting for it (queue.declare-ok, ...), any
         other method to the delegate, in the order they came."""
-        if self._arrivals:  # the deliveries that came first go first
+        if self._arrivals and not is_delivery(msg.method):  # the deliveries that came first go first
             self.hand_over_arrivals()
         if msg.method.response:
             ch.responses.put(msg)
