@@ -30,7 +30,10 @@ AMQClient
   throws away) is kept in `reason` and handed to everything still waiting
   on the connection, consumer queues included (txamqp closes them mute).
 - queue: consumer queues whose get() fails with that reason (ReasonQueue,
-  which overrides TimeoutDeferredQueue._raise_if_closed).
+  which overrides TimeoutDeferredQueue._raise_if_closed), and gives a
+  message that is there already without txamqp's extra callback.
+- the messages it delivers are txamqp Messages (Message, a subclass) that
+  find their fields by name in a dict made once per method.
 AMQChannel
 - invoke: writes the method and its content at once, in one write (an
   ordinary basic.publish the quick way: codec.MessageFrames), then
