@@ -30,7 +30,10 @@ AMQClient
   throws away) is kept in `reason` and handed to everything still waiting
   on the connection, consumer queues included (txamqp closes them mute).
 - queue: consumer queues whose get() fails with that reason (ReasonQueue,
-  which overrides TimeoutDeferredQueue._raise_if_closed).
+  which overrides TimeoutDeferredQueue._raise_if_closed), and gives a
+  message that is there already without txamqp's extra callback.
+- the messages it delivers are txamqp Messages (Message, a subclass) that
+  find their fields by name in a dict made once per method.
 AMQChannel
 - invoke: writes the method and its content at once, in one write (an
   ordinary basic.publish the quick way: codec.MessageFrames, held by
@@ -63,10 +66,9 @@ from time import time
 from twisted.internet import defer
 from twisted.python.failure import Failure
 import txamqp
-from txamqp import client, protocol, queue
+from txamqp import client, message, protocol, queue
 from txamqp.connection import Body, Frame, Header, Method
 from txamqp.content import Content
-from txamqp.message import Message
 
 from amqp_support import status
 from amqp_support.codec import (FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, MessageFrames, pack_frame,
@@ -122,11 +124,47 @@ class ReasonQueue(queue.TimeoutDeferredQueue):
         else:
             self.pending.extend(items)
 
+    def get(self, timeout=None):
+        # A message that is here already: at once, as a fired Deferred, without
+        # the check for the end of the queue that txamqp adds to every get.
+        if self.pending and self.pending[0] is not self.END:
+            return defer.succeed(self.pending.pop(0))
+        return super().get(timeout)
+
     def _raise_if_closed(self, result, call_id):
         try:
             return super()._raise_if_closed(result, call_id)
         except queue.Closed:
             raise queue.Closed(self.reason) from None
+
+
+class Message(message.Message):
+    """txamqp's Message (msg.delivery_tag, msg.content, ...), made and read
+    with less work per message: txamqp's looks up each field of the method
+    by its name and position through its __getattr__ and __setattr__, for
+    every access, the three of __init__ included."""
+
+    def __init__(self, method, fields, content=None):
+        self.__dict__.update(method=method, fields=fields, content=content)
+
+    def __getattr__(self, attr):
+        # Only for the method's fields: method, fields and content are in __dict__.
+        try:
+            return self.fields[field_positions(self.method)[attr]]
+        except KeyError:
+            raise AttributeError(attr) from None
+
+
+_field_positions = {}  # method: {python name of a field: its position}
+
+
+def field_positions(method):
+    try:
+        return _field_positions[method]
+    except KeyError:
+        positions = _field_positions[method] = {
+            name: method.fields.index(field) for name, field in method.fields.bypyname.items()}
+        return positions
 
 
 class Incoming:
@@ -236,6 +274,11 @@ EXTENSIONS = {
     "basic.nack": "basic.nack",
     "connection.blocked": "connection.blocked",
 }
+
+
+def is_delivery(method):
+    """basic.deliver: a message for a consumer (0-8 has file.deliver and stream.deliver too)."""
+    return method.name == "deliver" and method.klass.name == "basic"
 
 
 FRAME_MAX = 131072  # the largest frame we take: RabbitMQ's default
@@ -506,7 +549,7 @@ class AMQClient(protocol.AMQClient):
         chunks = incoming.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         method = incoming.method
-        content = Content(body, [], dict(incoming.header.properties))
+        content = Content(body, [], incoming.header.properties)  # the header's own dict: it is dropped here
         # None, or what in the properties could not be decoded (they hold
         # the rest): the message is delivered all the same.
         content.property_error = getattr(incoming.header, "property_error", None)
@@ -515,7 +558,7 @@ class AMQClient(protocol.AMQClient):
     def deliver(self, ch, msg):
         """A response to the call waiting for it (queue.declare-ok, ...), any
         other method to the delegate, in the order they came."""
-        if self._arrivals:  # the deliveries that came first go first
+        if self._arrivals and not is_delivery(msg.method):  # the deliveries that came first go first
             self.hand_over_arrivals()
         if msg.method.response:
             ch.responses.put(msg)

@@ -241,36 +241,6 @@ def encode_simple(types, values, out):
         out.append(bits)
 
 
-def decode_simple(types, data, offset):
-    values = []
-    nbits = 8
-    for t in types:
-        if t == "bit":
-            if nbits == 8:
-                bits, nbits = data[offset], 0
-                offset += 1
-            values.append(bits >> nbits & 1 != 0)
-            nbits += 1
-            continue
-        nbits = 8
-        if t == "shortstr":
-            end = offset + 1 + data[offset]
-            if end > len(data):
-                raise codec.EOF()
-            value = data[offset + 1:end]
-            try:
-                value = value.decode()
-            except UnicodeDecodeError:
-                pass
-            values.append(value)
-            offset = end
-        else:
-            number = NUMBERS[t]
-            values.append(number.unpack_from(data, offset)[0])
-            offset += number.size
-    return values, offset
-
-
 _method_types = {}  # method: its simple field types, or None
 
 
@@ -499,24 +469,85 @@ def decode_properties(c, klass, properties):
     return "; ".join(problems) or None
 
 
+_fast_methods = {}  # (spec, class id << 16 | method id): (method, the steps that decode its fields)
+_fast_headers = {}  # (class, property flags): (names of the present properties, the steps that decode them)
+METHOD_KEY = struct.Struct("!I")  # class id and method id, as one number
+
+
+def decode_steps(types):
+    """How decode_fast reads fields of these (simple) types: a Struct for a
+    run of numbers (read at once), None for a short string, an int for that
+    many bits in one octet."""
+    steps = []
+    for t in types:
+        last = steps[-1] if steps else None
+        if t == "shortstr":
+            steps.append(None)
+        elif t == "bit":
+            if type(last) is int:
+                steps[-1] += 1
+            else:
+                steps.append(1)
+        elif isinstance(last, struct.Struct):
+            steps[-1] = struct.Struct(last.format + NUMBERS[t].format[1:])
+        else:
+            steps.append(NUMBERS[t])
+    return steps
+
+
+def decode_fast(steps, data, offset):
+    """The values of the fields that decode_steps made steps for, and the offset after them."""
+    values = []
+    for step in steps:
+        if step is None:
+            end = offset + 1 + data[offset]
+            if end > len(data):
+                raise codec.EOF()
+            value = data[offset + 1:end]
+            try:
+                value = value.decode()
+            except UnicodeDecodeError:
+                pass
+            values.append(value)
+            offset = end
+        elif type(step) is int:
+            bits = data[offset]
+            offset += 1
+            for i in range(step):
+                values.append(bits >> i & 1 != 0)
+        else:
+            values += step.unpack_from(data, offset)
+            offset += step.size
+    return values, offset
+
+
 def fast_unpack(spec, kind, data):
     """The payload, or None to take the slow way (which also names errors)."""
     try:
         if kind == 1:
-            class_id, method_id = CLASS_METHOD.unpack_from(data)
-            method = spec.classes.byid[class_id].methods.byid[method_id]
-            types = method_types(method)
-            if types is None:
-                return None
-            args, _ = decode_simple(types, data, 4)
+            key = (spec, METHOD_KEY.unpack_from(data)[0])
+            found = _fast_methods.get(key)
+            if found is None:
+                method = spec.classes.byid[key[1] >> 16].methods.byid[key[1] & 0xFFFF]
+                types = method_types(method)
+                if types is None:
+                    return None
+                found = _fast_methods[key] = (method, decode_steps(types))
+            method, steps = found
+            args, _ = decode_fast(steps, data, 4)
             return Method(method, *args)
         class_id, weight, size, flags = HEADER_START.unpack_from(data)
         klass = spec.classes.byid[class_id]
-        fields = header_fields(klass, flags)
-        if fields is None:
-            return None
-        values, _ = decode_simple([t for _, t in fields], data, HEADER_START.size)
-        header = Header(klass, weight, size, **{name: v for (name, _), v in zip(fields, values, strict=True)})
+        found = _fast_headers.get((klass, flags))
+        if found is None:
+            fields = header_fields(klass, flags)
+            if fields is None:
+                return None
+            found = _fast_headers[klass, flags] = ([n for n, _ in fields], decode_steps([t for _, t in fields]))
+        names, steps = found
+        values, _ = decode_fast(steps, data, HEADER_START.size)
+        header = Header(klass, weight, size)
+        header.properties = dict(zip(names, values, strict=True))
         header.property_error = None
         return header
     except (KeyError, IndexError, struct.error, codec.EOF):

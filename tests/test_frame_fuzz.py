@@ -16,6 +16,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from txamqp import spec as amqp_spec
 from txamqp.connection import Method
+from txamqp.queue import Closed
 
 from amqp_support.client import AMQClient
 from amqp_support.codec import pack_frame
@@ -300,3 +301,27 @@ def test_published_frames_the_quick_way_are_the_frames_of_the_general_way(name, 
             assert codec.fast_payload(header) is None or len(body) > frame_max - 8
         else:
             assert got == general
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_deliveries_of_one_read_reach_the_consumer_together(name, logged_errors):
+    # Three messages in one read: the consumer waiting on its queue gets the
+    # first while the other two are in its queue already, so that it can tell
+    # the last of them, flush their lines and acknowledge them at once
+    # (consumer.py: basic.ack multiple). A method after them that is not a
+    # delivery (here basic.cancel) reaches the queue after them.
+    spec = SPECS[name]
+    client, transport, waiting = connected_client(spec, "channel open")
+    client.dataReceived(method(spec, "basic.consume-ok", channel=1, consumer_tag="t"))
+    queue = client.consumer_queue("t")
+    seen = []
+    queue.get().addCallback(lambda msg: seen.append((msg.delivery_tag, len(queue.pending))))
+    header = frame(2, 1, struct.pack("!HHQH", 60, 0, 1, 0))
+    client.dataReceived(b"".join(method(spec, "basic.deliver", channel=1, consumer_tag="t", delivery_tag=tag)
+                                 + header + frame(3, 1, b"x") for tag in (1, 2, 3))
+                        + method(spec, "basic.cancel", channel=1, consumer_tag="t"))
+    assert seen == [(1, 2)]
+    rest = []
+    for _ in range(3):
+        queue.get().addBoth(rest.append)
+    assert [msg.delivery_tag for msg in rest[:2]] == [2, 3] and rest[2].check(Closed)

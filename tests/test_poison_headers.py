@@ -249,7 +249,9 @@ def delivering(messages, acked):
             method = standin.SPEC_08.classes.byid[class_id].methods.byid[method_id]
             channel = int.from_bytes(data[1:3], "big")
             if method.name == "ack":
-                acked.append(struct.unpack("!Q", data[11:19])[0])
+                tag, bits = struct.unpack("!QB", data[11:20])
+                # multiple (bit 0): every message up to this one
+                acked.extend(range(acked[-1] + 1 if acked else 1, tag + 1) if bits & 1 else [tag])
             elif method.name + "-ok" in method.klass.methods.byname:
                 conn.sendall(standin.method_frame("%s.%s-ok" % (method.klass.name, method.name),
                                                   channel=channel))
