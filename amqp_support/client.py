@@ -155,16 +155,13 @@ class Message(message.Message):
             raise AttributeError(attr) from None
 
 
-_field_positions = {}  # method: {python name of a field: its position}
-
-
 def field_positions(method):
-    try:
-        return _field_positions[method]
-    except KeyError:
-        positions = _field_positions[method] = {
+    """{python name of a field: its position} for a spec's method, kept on the method."""
+    positions = getattr(method, "field_positions", None)
+    if positions is None:
+        positions = method.field_positions = {
             name: method.fields.index(field) for name, field in method.fields.bypyname.items()}
-        return positions
+    return positions
 
 
 class Incoming:

@@ -192,6 +192,12 @@ def broker_limit(url, queue=QUEUE, key=KEY):
     return [PY, str(HERE / "broker_limit.py"), url, *names(queue, key)]
 
 
+def raw_consumer(url, n, prefetch):
+    """A raw AMQP consumer that costs almost no CPU, printing and acking (with
+    multiple) each read's messages as consumer.py does: what the broker gives."""
+    return [PY, str(HERE / "raw_consumer.py"), url, "--count", str(n), "--prefetch", str(prefetch), *names()]
+
+
 def aio_pika_consumer(url, n, prefetch):
     return [PY, str(HERE / "aio_pika_consumer.py"), url, "--count", str(n), "--prefetch", str(prefetch), *names()]
 

@@ -47,13 +47,14 @@ from pathlib import Path
 import large_bodies
 from measure import (AMQP_PUBLISH, AMQP_TOOLS_HINT, EXCHANGE, HERE, KEY, PY, QUEUE, BenchError, QueueProbe,
                      aio_pika_consumer, aio_pika_producer, amqp_publish, broker_limit, compile_ours, ours_consumer,
-                     ours_producer, pika_consumer, pika_producer, run, write_bodies)
+                     ours_producer, pika_consumer, pika_producer, raw_consumer, run, write_bodies)
 from node import throwaway_node
 
 BIG_QUEUE, BIG_KEY = "bench_big_queue", "bench_big_key"  # a lazy queue (policy) for the memory runs
 DEFAULT_MESSAGES, DEFAULT_ROUNDS = 50_000, 3
 REACTOR_IMPORT = "python -c 'from twisted.internet import reactor'"
 LIMIT_LABEL = "the broker's limit: a raw client with confirms (bench/broker_limit.py)"
+CONSUMER_LIMIT_LABEL = "the broker's limit: a raw consumer acking each read with multiple (bench/raw_consumer.py)"
 
 
 @dataclass
@@ -90,7 +91,8 @@ def clients_for(args):
                    lambda url, a: aio_pika_producer(url, in_flight=a.in_flight), n),
             Client("c aio-pika", "aio-pika 10 consumer", True,
                    lambda url, a: aio_pika_consumer(url, a.messages, a.prefetch), n)]
-    out.append(Client("p limit", LIMIT_LABEL, False, lambda url, a: broker_limit(url), n))
+    out += [Client("p limit", LIMIT_LABEL, False, lambda url, a: broker_limit(url), n),
+            Client("c limit", CONSUMER_LIMIT_LABEL, True, lambda url, a: raw_consumer(url, a.messages, a.prefetch), n)]
     if AMQP_PUBLISH:
         out.append(Client("p amqp-publish", "amqp-publish -l -p (amqp-tools, C), no confirms", False,
                           lambda url, a: amqp_publish(url), n))
@@ -292,7 +294,8 @@ def report(args, clients, single, big, large, header):
         "rounds; CPU (user + system time of the process per message) and peak RSS are medians. "
         "pika, aio-pika and amqp-publish speak AMQP 0-9-1. The broker's limit is bench/broker_limit.py: "
         "producer.py's guarantee (persistent, mandatory, publisher confirms) from a raw-socket client that "
-        "encodes every message before it connects.",
+        "encodes every message before it connects; for consumers, bench/raw_consumer.py, a raw-socket "
+        "consumer that prints each read's messages, flushes, and acks them with one basic.ack (multiple).",
         "",
         "## Throughput",
         "",
@@ -329,7 +332,8 @@ def report(args, clients, single, big, large, header):
             if goal:
                 goals.add(f"producer.py {spec}: msg/s / {name}", f"{median:.2f}", f"at least {goal}", median >= goal)
     for spec in args.specs:
-        for anchor, name in (("c pika", "pika consumer"), ("c aio-pika", "aio-pika consumer")):
+        for anchor, name in (("c limit", "the broker's limit"), ("c pika", "pika consumer"),
+                             ("c aio-pika", "aio-pika consumer")):
             values = ratio_values(clients, f"c {spec}", anchor)
             goal = CONSUMER_GOAL[1] if anchor == CONSUMER_GOAL[0] else None
             median = statistics.median(values)
