@@ -282,7 +282,7 @@ class MessageBodies:
     most READ_AHEAD bytes ahead. next() must be called only when ready() is
     None: ready() is a Deferred while the next body has not come in yet."""
 
-    READ_AHEAD = 4 << 20
+    READ_AHEAD = 256 << 10  # short lines are some 50 bytes of memory each: 4 MiB of them held 17 MiB
 
     def __init__(self, reactor, args):
         self.messages = list(args.messages)
