@@ -15,9 +15,12 @@ import sys
 
 from twisted.internet import defer, task
 
+from command_line import options, running  # first: it checks the txamqp release
+from command_line.text import printable
+
 import common
 
-parser = common.consumer_parser(__doc__)
+parser = options.consumer_parser(__doc__)
 
 
 def ack_printed(chan, delivery_tag):
@@ -30,7 +33,7 @@ def ack_printed(chan, delivery_tag):
         chan.basic_ack(delivery_tag=delivery_tag, multiple=True)
 
 
-@common.script(parser)
+@running.script(parser)
 @defer.inlineCallbacks
 def main(reactor, args):
     spec = common.load_spec(args.spec)
@@ -42,28 +45,15 @@ def main(reactor, args):
         reconnect, on the next connection again, from the top (a new
         connection starts with no consumer)."""
         nonlocal printed
-        # Log in: connection.start-ok carries the credentials, tune-ok agrees
-        # on frame size and heartbeat, connection.open picks the virtual host.
-        yield conn.authenticate(conn.broker.username, conn.broker.password, mechanism="PLAIN")
-        # A channel: one of many light-weight sessions sharing the connection.
-        chan = yield conn.channel(1)
-        yield chan.channel_open()
-
-        # Both scripts declare the same exchange, queue and binding (declaring
-        # what exists changes nothing), so either can run first. Durable: they
-        # survive a broker restart. The default exchange ("") needs neither.
-        if args.exchange:
-            yield chan.exchange_declare(exchange=args.exchange, type=args.exchange_type, durable=True)
-        yield chan.queue_declare(queue=args.queue, durable=True, arguments=common.queue_arguments(args))
-        if args.exchange:
-            yield chan.queue_bind(queue=args.queue, exchange=args.exchange, **common.binding(args))
+        chan = yield common.open_channel(conn)
+        yield common.declare(chan, args.exchange, args.exchange_type, args.queue, args.queue_type,
+                             common.binding(args.exchange_type, args.routing_key, args.headers, args.x_match))
 
         # At most --prefetch messages unacknowledged: the broker waits for our acks.
         yield chan.basic_qos(prefetch_count=args.prefetch)
         yield chan.basic_consume(queue=args.queue, consumer_tag=common.CONSUMER_TAG)
         queue = yield conn.queue(common.CONSUMER_TAG)  # txamqp puts the deliveries here
-        print("Waiting for messages on queue %r. To exit press CTRL+C" % args.queue,
-              file=sys.stderr, flush=True)
+        running.say("Waiting for messages on queue %r. To exit press CTRL+C" % args.queue)
 
         last = None  # the delivery tag of the last message printed and not acknowledged yet
         while args.count is None or printed < args.count:
@@ -71,8 +61,10 @@ def main(reactor, args):
                 msg = yield queue.get()
             except defer.CancelledError:  # Ctrl-C or SIGTERM: stop here, cleanly
                 break
-            print("Received: %s from channel #%d" % (common.printable(msg.content.body), chan.id))
-            common.report_undecodable_properties(parser.prog, msg)  # acked all the same
+            print("Received: %s from channel #%d" % (printable(msg.content.body), chan.id))
+            if msg.content.property_error:  # a headers table that cannot be decoded, say
+                running.warn("message with delivery tag %d: cannot decode its properties (%s);"
+                             " printed and acked anyway" % (msg.delivery_tag, msg.content.property_error))
             last = msg.delivery_tag
             printed += 1
             if not queue.pending:  # the last of the messages that arrived together
@@ -82,18 +74,16 @@ def main(reactor, args):
 
         # Messages the broker sent ahead that we did not print go back to the queue.
         yield chan.basic_cancel(consumer_tag=common.CONSUMER_TAG)
-        yield chan.channel_close(reply_code=200, reply_text="bye")
-        # Channel 0 is the connection's own: closing it ends the whole session.
-        chan0 = yield conn.channel(0)
-        yield chan0.connection_close(reply_code=200, reply_text="bye")
+        yield common.close(conn, chan)
 
-    service = common.service(reactor, spec, args, reconnect=args.reconnect)
+    service = common.connection(reactor, spec, args.url, timeout=args.timeout, heartbeat=args.heartbeat,
+                                tls=options.tls(args), reconnect=args.reconnect)
     try:
         yield service.run(consume)  # consume() on a connection, again on the next when it fails
     except defer.CancelledError:  # Ctrl-C or SIGTERM while (re)connecting: nothing to close
         pass
     if args.count is None or printed < args.count:
-        print("Stopping after %d message(s)." % printed, file=sys.stderr)
+        running.say("Stopping after %d message(s)." % printed)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,59 @@
-"""A small library that makes txamqp 0.8.2 safe to use against today's brokers.
+"""amqp_support: txamqp 0.8.2 made safe to use against today's brokers.
 
-It knows nothing of a command line: it takes explicit values, raises the
-exceptions of errors.py, and reports through twisted.logger (status.py),
-never on stdout or stderr. One job per module, lowest first:
+Its public face is what this module lists in __all__ (docs/how-it-is-built.md
+has the table); every other name is private (the modules start with "_").
+It takes explicit values, never a command line, prints nothing (status lines
+are twisted.logger events: is_status tells them), and raises the exceptions
+listed here. A name is imported the first time a program asks for it, so a
+program that needs only BrokerURL (tools/demo.py, before any virtualenv
+exists) needs only Python's standard library.
 
-    errors.py    every exception it raises
-    status.py    status lines, as twisted.logger events
-    spec.py      a spec file into txamqp's spec objects, each method compiled once
-    codec.py     frames to bytes and back, byte for byte
-    client.py    txamqp's AMQClient with the fixes a real broker needs
-    url.py       BrokerURL: where to connect, from an amqp:// or amqps:// URL
-    endpoint.py  where the bytes go: TCP or verified TLS, brokers in turn
-    explain.py   any failure in one line
-    publish.py   Outbox: what the broker has taken, sent again after a reconnect
-    service.py   AMQPService: run a conversation on each new connection
+    from amqp_support import AMQPService, BrokerURL, load_spec
+
+    service = AMQPService(reactor, load_spec(data), [BrokerURL(url)], timeout=10, heartbeat=60,
+                          reconnect=True)
+    result = yield service.run(conversation)  # conversation(conn) on each new connection
 """
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+# Each public name, and the private module it lives in.
+_HOMES = {
+    "AMQPService": "_service",
+    "AMQClient": "_client", "AMQChannel": "_client", "Message": "_client", "has_confirms": "_client",
+    "BrokerURL": "_url",
+    "ClientTLS": "_endpoint",
+    "load_spec": "_spec",
+    "Outbox": "_publish",
+    "explain": "_explain", "remedy": "_explain",
+    "is_status": "_status",
+    "Failed": "_errors", "UsageError": "_errors", "BadURL": "_errors", "BadTLSFile": "_errors",
+    "ConnectionFailed": "_errors", "ConsumerCancelled": "_errors", "UnsupportedTxamqp": "_errors",
+}
+
+__all__ = [
+    "AMQClient", "AMQChannel", "AMQPService", "BadTLSFile", "BadURL", "BrokerURL", "ClientTLS", "ConnectionFailed",
+    "ConsumerCancelled", "Failed", "Message", "Outbox", "UnsupportedTxamqp", "UsageError", "explain",
+    "has_confirms", "is_status", "load_spec", "remedy",
+]
+
+if TYPE_CHECKING:
+    from amqp_support._client import AMQChannel, AMQClient, Message, has_confirms
+    from amqp_support._endpoint import ClientTLS
+    from amqp_support._errors import (BadTLSFile, BadURL, ConnectionFailed, ConsumerCancelled, Failed,
+                                      UnsupportedTxamqp, UsageError)
+    from amqp_support._explain import explain, remedy
+    from amqp_support._publish import Outbox
+    from amqp_support._service import AMQPService
+    from amqp_support._spec import load_spec
+    from amqp_support._status import is_status
+    from amqp_support._url import BrokerURL
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOMES:
+        raise AttributeError("module 'amqp_support' has no attribute %r" % name)
+    value = getattr(import_module("amqp_support." + _HOMES[name]), name)
+    globals()[name] = value  # the next time, without this function
+    return value

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from txamqp import spec as amqp_spec
 from txamqp.connection import Method
 
-from amqp_support.codec import pack_frame
+from amqp_support._codec import pack_frame
 from helpers import PASSWORD, ROOT
 
 SPEC_08 = amqp_spec.load(str(ROOT / "amqp0-8.xml"))

@@ -6,7 +6,8 @@ has a real cluster."""
 import pytest
 from port_for import get_port
 
-import common
+from amqp_support import BrokerURL
+from command_line import options
 import helpers
 from helpers import SECRET, run_script
 
@@ -18,11 +19,11 @@ def dead_url(user="guest", password="guest", vhost="%2F"):
 
 def shown(url):
     """The URL as messages show it (no password)."""
-    return str(common.BrokerURL(url))
+    return str(BrokerURL(url))
 
 
 def parse(*argv):
-    return common.parse_args(common.make_parser(common.__doc__), ["amqp0-8.xml", *argv])
+    return options.parse_args(options.make_parser("Tests."), ["amqp0-8.xml", *argv])
 
 
 def test_several_urls_in_order_and_one_password_file(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import pytest
 from twisted.python.failure import Failure
 import txamqp
 
-import common
+from command_line import running
 import helpers
 import standin
 from helpers import SECRET, fails
@@ -342,8 +342,10 @@ def test_verbose_run_does_not_ask_for_verbose(monkeypatch):
     for verbose in (False, True):
         stderr = io.StringIO()
         monkeypatch.setattr(sys, "stderr", stderr)
+        monkeypatch.setattr(running, "stderr", running.Stderr(stderr))
+        running.stderr.start("consumer.py", live=False)
         with pytest.raises(SystemExit):
-            common.exit_with_one_line(Failure(RuntimeError("odd")), "consumer.py", verbose, Interruption())
+            running.exit_with_one_line(Failure(RuntimeError("odd")), verbose, Interruption())
         last = stderr.getvalue().splitlines()[-1]
         assert last.startswith("consumer.py: error: RuntimeError: odd")
         assert ("run with --verbose" in last) is not verbose, last

@@ -18,10 +18,11 @@ from txamqp import spec as amqp_spec
 from txamqp.connection import Method
 from txamqp.queue import Closed
 
-from amqp_support.client import AMQClient
-from amqp_support.codec import pack_frame
-from amqp_support.errors import FrameError
-from amqp_support.explain import explain
+from amqp_support import _codec
+from amqp_support._client import AMQClient
+from amqp_support._fastpath import pack_frame
+from amqp_support._errors import FrameError
+from amqp_support import explain
 from helpers import PASSWORD, ROOT
 
 SPECS = {name: amqp_spec.load(str(ROOT / name)) for name in ("amqp0-8.xml", "amqp0-9-1.xml")}
@@ -129,7 +130,7 @@ def connected_client(spec, stage="logging in"):
     a valid connection.start, waiting for connection.tune; or, at stage "channel
     open", logged in with channel 1 open. Returns (client, transport, outcome):
     outcome holds the result of the login, or of opening the channel, once it has one."""
-    client = AMQClient(spec, "/", clock=task.Clock())
+    client = AMQClient(spec, clock=task.Clock())
     transport = StringTransport()
     client.makeConnection(transport)
     waiting = client.authenticate("guest", PASSWORD, mechanism="PLAIN")
@@ -211,10 +212,9 @@ def test_deeply_nested_headers_table_is_delivered(logged_errors):
 def slow_payload(payload):
     from io import BytesIO
 
-    from amqp_support import codec
     buf = BytesIO()
-    c = codec.Codec(buf)
-    (codec.encode_method if isinstance(payload, Method) else codec.encode_header)(c, payload)
+    c = _codec.Codec(buf)
+    (_codec.encode_method if isinstance(payload, Method) else _codec.encode_header)(c, payload)
     c.flush()
     return buf.getvalue()
 
@@ -238,7 +238,7 @@ def payloads(draw, spec):
 @settings(max_examples=400, deadline=None)
 @given(data=st.data())
 def test_fast_codec_agrees_with_the_codec(name, data):
-    from amqp_support import codec
+    from amqp_support import _fastpath as codec
     spec = SPECS[name]
     payload = data.draw(payloads(spec))
     fast = codec.fast_payload(payload)
@@ -246,11 +246,11 @@ def test_fast_codec_agrees_with_the_codec(name, data):
     if fast is not None:
         assert fast == slow
     kind = 1 if isinstance(payload, Method) else 2
-    decoded = codec.unpack_payload(spec, kind, slow)
+    decoded = _codec.unpack_payload(spec, kind, slow)
     assert codec.fast_unpack(spec, kind, slow) in (None, decoded) or \
         vars(codec.fast_unpack(spec, kind, slow)) == vars(decoded)
     if kind == 1:
-        c = codec.Codec(codec.BytesIO(slow[4:]))
+        c = _codec.Codec(_codec.BytesIO(slow[4:]))
         assert list(decoded.args) == [c.decode(f.type) for f in payload.method.fields]
     else:
         assert decoded.properties == payload.properties and decoded.size == payload.size
@@ -272,19 +272,19 @@ MANY_BITS = b"""<?xml version="1.0"?>
 
 @pytest.mark.parametrize("values", [[True] * 10, [False] * 10, [i % 3 == 0 for i in range(10)]])
 def test_more_than_eight_bits_in_a_row_take_two_octets(values):
-    from amqp_support import codec
-    from amqp_support.spec import load
+    from amqp_support import _fastpath as codec
+    from amqp_support._spec import load_spec as load
     spec = load(MANY_BITS, "many-bits.xml")
     method = spec.classes.byname["test"].methods.byname["flags"]
     payload = Method(method, *values, "q", True)
     slow = slow_payload(payload)
     assert len(slow) == 4 + 2 + 2 + 1  # class and method ids, two octets of bits, "q", one more octet
     assert codec.fast_payload(payload) in (None, slow)  # the fast path leaves them to the Codec
-    assert list(codec.unpack_payload(spec, 1, slow).args) == [*values, "q", True]
+    assert list(_codec.unpack_payload(spec, 1, slow).args) == [*values, "q", True]
 
 
 def test_the_fast_codec_serves_the_frames_of_every_message():
-    from amqp_support import codec
+    from amqp_support import _fastpath as codec
     for spec in SPECS.values():
         basic = spec.classes.byname["basic"]
         for name in ("publish", "deliver", "ack"):
@@ -308,7 +308,7 @@ def test_published_frames_the_quick_way_are_the_frames_of_the_general_way(name, 
     from txamqp.connection import Body, Header
     from txamqp.content import Content
 
-    from amqp_support import codec
+    from amqp_support import _fastpath as codec
     spec = SPECS[name]
     publish = spec.classes.byname["basic"].methods.byname["publish"]
     frame_max = data.draw(st.sampled_from([4096, 131072]))

@@ -1,6 +1,6 @@
 """A message body may hold anything; the consumer's line for it must not drive
 the terminal, hide anything, or look like the line of another body.
-Properties of common.printable over arbitrary bytes (hypothesis), judged with
+Properties of command_line.text.printable over arbitrary bytes (hypothesis), judged with
 unicodedata rather than with printable's own test, a decoder of the README's
 escaping rule that reads each line back to the body's bytes, and one run of
 the real consumer over a batch of generated bodies."""
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-import common
+from command_line.text import printable
 import helpers
 
 # Bidi controls: the embeddings, overrides and isolates (by their bidi class)
@@ -88,7 +88,7 @@ bodies = st.one_of(
 @example("\u202eevil\u202c \U0001f600 caf\u00e9".encode() + b"\xff")
 @settings(max_examples=1000)
 def test_printable_is_one_safe_line_keeping_the_text(body):
-    text = common.printable(body)
+    text = printable(body)
     assert isinstance(text, str)
     text.encode("utf-8")  # printable to a UTF-8 terminal: no lone surrogates
     assert len(text.splitlines()) <= 1 and "\n" not in text
@@ -106,7 +106,7 @@ def test_printable_is_one_safe_line_keeping_the_text(body):
 def test_safe_text_is_shown_unchanged(text):
     # Text with nothing unsafe in it and no backslash is printed exactly as it is.
     safe = "".join(c for c in text if not unsafe(c) and c != "\\")
-    assert common.printable(safe.encode("utf-8")) == safe
+    assert printable(safe.encode("utf-8")) == safe
 
 
 # --- the real consumer ---------------------------------------------------------
@@ -134,7 +134,7 @@ def test_consumer_prints_one_safe_line_per_body(broker, batch):
         assert len(lines) == len(batch)  # one line per message, in order
         for body, line in zip(batch, lines, strict=True):
             assert not [c for c in line if unsafe(c)]
-            assert line == "Received: %s from channel #1" % common.printable(body)
+            assert line == "Received: %s from channel #1" % printable(body)
             assert unescape(line[len("Received: "):-len(" from channel #1")]) == body
     finally:
         helpers.delete(broker.url, queue=queue)
@@ -163,4 +163,4 @@ def test_consumer_prints_one_safe_line_per_body(broker, batch):
     ("caf\u00e9 \u6d88\u606f \U0001f389".encode(), "caf\u00e9 \u6d88\u606f \U0001f389"),
 ])
 def test_printable_examples(body, shown):
-    assert common.printable(body) == shown
+    assert printable(body) == shown

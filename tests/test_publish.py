@@ -14,9 +14,9 @@ from txamqp.client import Closed
 from txamqp.content import Content
 
 import helpers
-from amqp_support import publish
-from amqp_support.client import UnexpectedMethod
-from amqp_support.errors import Failed
+from amqp_support import _publish as publish
+from amqp_support._errors import UnexpectedMethod
+from amqp_support import Failed
 from helpers import fails, run_script
 
 SPECS = ["amqp0-8.xml", "amqp0-9-1.xml"]
@@ -113,18 +113,21 @@ def test_producer_waits_while_the_broker_is_low_on_memory(spec, broker, names, s
 # --- the confirm bookkeeping, with a channel that only records -------------
 
 class RecordingChannel:
-    publisher = None
-
     def __init__(self):
         self.published = []
+        self.publisher = None
+
+    def report_to(self, publisher):
+        self.publisher = publisher
 
     def basic_publish(self, content):
         self.published.append(content)
 
 
 def outbox_on(chan, contents, confirms=True, window=1000, window_bytes=1 << 20):
-    outbox = publish.Outbox(contents, confirms=confirms, window=window, window_bytes=window_bytes)
-    outbox.watch(chan)
+    outbox = publish.Outbox(contents, window=window, window_bytes=window_bytes)
+    outbox.watch(chan, confirms)
+    assert chan.publisher is outbox  # the delegate hands the broker's answers on chan to it
     return outbox
 
 
@@ -234,31 +237,29 @@ def test_a_transaction_is_full_at_window_bytes():
     for _ in outbox.messages():
         full.append(outbox.full())
         if outbox.full():
-            outbox.committed()
+            outbox.committing(defer.succeed(None))
     assert full == [False, False, True, False]
     assert not fired(outbox.wait_for_all())
-    outbox.committed()
+    outbox.committing(defer.succeed(None))
     assert fired(outbox.wait_for_all()) and outbox.sent() == 4
 
 
-def test_a_batch_is_taken_when_its_own_commit_is_done():
-    # producer.py with AMQP 0-8: batch 1 committed on one channel, batch 2
-    # published on the other meanwhile, and committed after the first.
-    first, second = RecordingChannel(), RecordingChannel()
-    outbox = outbox_on(first, bodies(*b"1 2 3 4 5".split()), confirms=False, window=2)
-    outbox.watch(first, second)
-    commits = []
-    for _ in outbox.messages():
-        if outbox.full():
-            commits.append(outbox.committing(defer.Deferred()))
-    assert len(commits) == 2 and not outbox.full()  # 5 is in the open batch
-    commits[0].callback(None)
-    assert outbox.taken == 2 and outbox.progress().endswith("3 more were sent but not confirmed")
+def test_a_batch_is_taken_when_its_commit_is_done():
+    # producer.py with AMQP 0-8: each batch is committed, and the next
+    # published once its commit-ok has come.
+    outbox = outbox_on(RecordingChannel(), bodies(*b"1 2 3 4 5".split()), confirms=False, window=2)
+    messages = outbox.messages()
+    next(messages), next(messages)
+    assert outbox.full()
+    commit = outbox.committing(defer.Deferred())
+    assert not outbox.full() and outbox.taken == 0
+    commit.callback(None)
+    assert outbox.taken == 2 and outbox.progress().endswith("0 more were sent but not confirmed")
+    next(messages)
     done = outbox.wait_for_all()
-    commits[1].callback(None)
-    assert outbox.taken == 4 and not fired(done)
+    assert not fired(done)
     outbox.committing(defer.succeed(None))
-    assert fired(done) and outbox.sent() == 5
+    assert outbox.taken == 3 and fired(done)
 
 
 def test_a_commit_from_a_lost_connection_counts_nothing():
@@ -267,7 +268,7 @@ def test_a_commit_from_a_lost_connection_counts_nothing():
     messages = outbox.messages()
     next(messages), next(messages)
     late = outbox.committing(defer.Deferred())
-    outbox.watch(RecordingChannel(), RecordingChannel())  # the connection was lost: a new one
+    outbox.watch(RecordingChannel(), False)  # the connection was lost: a new one
     late.callback(None)  # (cannot happen with txamqp, which fails it; counted as nothing if it did)
     assert outbox.taken == 0
     assert [c.body for c in outbox.messages()] == [b"1", b"2", b"3"]  # again, in order
@@ -320,11 +321,11 @@ def test_what_a_lost_channel_left_unconfirmed_goes_first_on_the_next():
     outbox.channel_closed("lost")
     assert outbox.progress() == "the broker had taken 1 message(s); 2 more were sent but not confirmed"
     second = RecordingChannel()
-    outbox.watch(second)
+    outbox.watch(second, True)
     messages = outbox.messages()
     second.basic_publish(next(messages))  # "1" again: tags start over on a new channel
     outbox.channel_closed("lost again")
-    outbox.watch(RecordingChannel())
+    outbox.watch(RecordingChannel(), True)
     again = [c.body for c in outbox.messages()]
     assert [c.body for c in second.published] == [b"1"] and again == [b"1", b"2", b"3", b"4"]
     outbox.settle(4, multiple=True, accepted=True)
@@ -337,17 +338,17 @@ def test_unsettled_messages_go_on_across_a_switch_of_mode():
     outbox = outbox_on(RecordingChannel(), bodies(*b"0 1 2 3 4".split()), confirms=False)
     messages = outbox.messages()
     next(messages), next(messages)
-    outbox.committed()  # "0" and "1" taken
+    outbox.committing(defer.succeed(None))  # "0" and "1" taken
     next(messages)  # "2" in a transaction that never commits
     outbox.channel_closed("lost")
-    outbox.watch(RecordingChannel(), confirms=True)
+    outbox.watch(RecordingChannel(), True)
     messages = outbox.messages()
     assert [next(messages).body for _ in range(2)] == [b"2", b"3"]
     outbox.settle(1, multiple=False, accepted=True)  # "2" taken, "3" not confirmed
     outbox.channel_closed("lost")
-    outbox.watch(RecordingChannel(), confirms=False)
+    outbox.watch(RecordingChannel(), False)
     assert [c.body for c in outbox.messages()] == [b"3", b"4"]
-    outbox.committed()
+    outbox.committing(defer.succeed(None))
     assert fired(outbox.wait_for_all()) and outbox.sent() == 5
     with pytest.raises(UnexpectedMethod):  # no confirms in a transaction
         outbox.settle(1, multiple=False, accepted=True)

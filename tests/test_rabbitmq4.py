@@ -11,7 +11,7 @@ import signal
 import pytest
 
 import helpers
-from amqp_support.url import BrokerURL
+from amqp_support import BrokerURL
 from helpers import fails, run_script
 
 MIB = 1024 * 1024

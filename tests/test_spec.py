@@ -15,10 +15,10 @@ from txamqp import spec as txspec
 from txamqp.client import TwistedDelegate
 from txamqp.connection import Body, Frame, Header, Method
 
-from amqp_support import client as our_client
-from amqp_support.codec import FRAME_END, FRAME_HEADER, pack_frame, unpack_payload
-from amqp_support import publish
-from amqp_support import spec as our_spec
+from amqp_support import _client as our_client
+from amqp_support._codec import FRAME_END, FRAME_HEADER
+from amqp_support._fastpath import pack_frame, unpack_payload
+from amqp_support import _spec as our_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = {"0-8": ROOT / "amqp0-8.xml", "0-9-1": ROOT / "amqp0-9-1.xml"}
@@ -411,7 +411,7 @@ def test_extensions_only_in_0_9_1(name):
 
 
 def test_publisher_and_capabilities_follow_the_spec():
-    assert [publish.has_confirms(load(v)) for v in VERSIONS] == [False, True]
+    assert [our_client.has_confirms(load(v)) for v in VERSIONS] == [False, True]
     for capability, name in our_client.EXTENSIONS.items():
         assert name in EXTENSIONS, capability
     assert keywords("0-9-1", "confirm.select") == ["nowait"]
@@ -614,7 +614,7 @@ def test_round_trip_deliver_and_ack(version):
 
 # ------------------------------------------------------------------ amqp_support.spec
 
-# The scripts load spec files with amqp_support.spec.load (quicker), the
+# The scripts load spec files with amqp_support.load_spec (quicker), the
 # tests above with txamqp's own loader: both must give the same spec.
 
 def described(s):
@@ -662,7 +662,7 @@ DOCUMENTED = b"""<?xml version="1.0"?>
 @pytest.mark.parametrize("name, data", [(path.name, path.read_bytes()) for path in FILES.values()]
                          + [("documented.xml", DOCUMENTED)])
 def test_our_loader_gives_txamqps_spec(name, data):
-    ours = our_spec.load(data, name)
+    ours = our_spec.load_spec(data, name)
     theirs = txspec.load_string(data, specfilename=name)
     assert described(ours) == described(theirs)
     assert described(ours)["channel methods"]  # not empty: the comparison compared something
@@ -671,7 +671,7 @@ def test_our_loader_gives_txamqps_spec(name, data):
 def test_our_loader_methods_invoke_with_the_same_arguments():
     calls = []
 
-    class Channel(our_spec.load(FILES["0-9-1"].read_bytes()).klass):
+    class Channel(our_spec.load_spec(FILES["0-9-1"].read_bytes()).klass):
         def invoke(self, method, args, content=None):
             calls.append((method.klass.name, method.name, args, content))
 

@@ -32,8 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from amqp_support.errors import BadURL  # noqa: E402 (standard library only, like this file)
-from amqp_support.url import BrokerURL  # noqa: E402
+from amqp_support import BadURL, BrokerURL  # noqa: E402 (standard library only, like this file)
+from amqp_support._protocol import AMQP_0_8 as HEADER_0_8  # noqa: E402
+from amqp_support._protocol import AMQP_0_9_1 as HEADER_0_9_1  # noqa: E402
 
 VENV = ROOT / ".venv"
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
@@ -43,8 +44,6 @@ MESSAGE = "producer-to-consumer test message 1"
 SPEC = "amqp0-8.xml"  # the README's; the scripts fall back to amqp0-9-1.xml where it is refused
 EXCHANGE, QUEUE = "test_message_exchange", "test_message_queue"  # the scripts' defaults
 
-HEADER_0_8 = b"AMQP\x01\x01\x08\x00"
-HEADER_0_9_1 = b"AMQP\x00\x00\x09\x01"
 
 
 class DemoError(Exception):

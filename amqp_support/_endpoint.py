@@ -14,7 +14,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from zope.interface import implementer
 
-from amqp_support.errors import BadTLSFile
+from amqp_support._errors import BadTLSFile
 
 
 @implementer(IStreamClientEndpoint)
@@ -23,9 +23,9 @@ class FailoverEndpoint:
 
     ClientService calls connect() once at the start and again only after the
     attempt before has failed or its connection was lost, so each call takes
-    the next broker in order, and the first again after the last. While an
-    attempt runs, `broker` is the broker it goes to: the protocol factory
-    reads it to log in with that broker's credentials and virtual host.
+    the next broker in order, and the first again after the last. A
+    connection is told its broker (conn.connected_to(broker)) as it is made;
+    `broker` is the one the last attempt went to.
     """
 
     def __init__(self, reactor, brokers, timeout, tls=None):
@@ -34,14 +34,14 @@ class FailoverEndpoint:
         self.broker = brokers[0]
 
     def connect(self, factory):
-        self.broker, endpoint = self.endpoints[self.attempts % len(self.endpoints)]
+        broker, endpoint = self.endpoints[self.attempts % len(self.endpoints)]
+        self.broker = broker
         self.attempts += 1
-        return endpoint.connect(factory)
 
-    def repeat(self):
-        """The next connect() goes to the same broker as the last, and is not
-        counted as an attempt (a new connection with another spec, say)."""
-        self.attempts -= 1
+        def connected(conn):
+            conn.connected_to(broker)
+            return conn
+        return endpoint.connect(factory).addCallback(connected)
 
 
 def client_endpoint(reactor, broker, timeout, tls=None):

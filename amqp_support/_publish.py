@@ -1,62 +1,29 @@
 """Publishing that ends knowing what the broker has taken, and that loses
 nothing when the connection does.
 
-The broker tells a publisher that it has taken a message in one of two ways:
+The broker says it has taken a message in one of two ways: with publisher
+confirms (RabbitMQ's extension to AMQP 0-9-1, after confirm.select) it
+numbers the messages published on the channel 1, 2, 3, ... and answers
+each with basic.ack (taken) or basic.nack (not taken), `multiple` covering
+every number up to its own; with transactions (tx.select, the only way in
+AMQP 0-8) tx.commit-ok says it has taken every message published since the
+last commit. A message published with mandatory set that no queue takes
+comes back as basic.return first. An Outbox counts; the program makes the
+AMQP calls (producer.py shows both ways):
 
-- publisher confirms (RabbitMQ's extension to AMQP 0-9-1, after
-  confirm.select): the broker numbers the messages published on the
-  channel 1, 2, 3, ... (their delivery tags) and answers each with
-  basic.ack (taken) or basic.nack (not taken); an answer with `multiple`
-  set covers every message up to its number;
-- transactions (after tx.select, the only way in AMQP 0-8): tx.commit-ok
-  says the broker has taken every message published since the last commit.
-
-Either way a message published with mandatory set that no queue takes comes
-back as basic.return, before its ack or the commit-ok.
-
-An Outbox does the counting; the program makes the AMQP calls:
-
-    outbox = Outbox(contents, window=1000, window_bytes=4 << 20)
-    # on each new connection, once the channel is in confirm mode:
-    outbox.watch(chan, confirms=True)
+    outbox.watch(chan, confirms=True)  # on each new connection
     while (content := (yield outbox.next_message())) is not None:
         chan.basic_publish(exchange=..., routing_key=..., mandatory=True, content=content)
+        # with transactions: once outbox.full() or outbox.idle(),
+        #     yield outbox.committing(chan.tx_commit())
     yield outbox.wait_for_all()
-
-next_message() gives first what a lost connection left unconfirmed, and
-waits (returns a Deferred) while the window is full, or while the next
-message has not come in yet when contents has a ready() (stdin's lines, say,
-as they come: see Outbox).
     sent = outbox.sent()  # raises Failed if a message was returned or refused
 
-With transactions, the program commits each batch (a transaction) once
-outbox.full(), and hands the commit to outbox.committing(), which counts
-the batch as taken when its commit-ok comes. While one channel's commit is
-on its way, the next batch can be published on a second channel (nothing
-may be sent on a channel between its tx.commit and commit-ok), and
-committed once the first commit is done, so messages reach their queues
-in the order they were published:
-
-    outbox.watch(chan1, chan2, confirms=False)  # both in tx mode
-    commit = None
-    while (content := (yield outbox.next_message())) is not None:
-        chan1.basic_publish(...)
-        if outbox.full():
-            yield commit  # the other channel's commit-ok
-            commit = outbox.committing(chan1.tx_commit())
-            chan1, chan2 = chan2, chan1
-    yield commit
-    yield outbox.committing(chan1.tx_commit())
-
 The window bounds what is on its way: at most `window` messages and
-`window_bytes` of their bodies unconfirmed, or in one transaction (two
-with a commit on its way), but always one message, however big: a run of
-large messages holds a few MiB, not `window` of them.
-
-The Outbox keeps each message until the broker has taken it; on the next
-connection next_message() gives those first, so nothing is lost (a message may
-arrive twice). The delegate (amqp_support.client) hands basic.ack,
-basic.nack and basic.return on a watched channel to the Outbox.
+`window_bytes` of their bodies unconfirmed, or in one transaction, but
+always one message, however big. The Outbox keeps each message until the
+broker has taken it; on the next connection next_message() gives those
+first, so nothing is lost (a message may arrive twice).
 """
 
 from collections import OrderedDict, deque
@@ -64,12 +31,7 @@ from collections import OrderedDict, deque
 from twisted.internet import defer, task
 from txamqp.client import Closed
 
-from amqp_support.errors import Failed, UnexpectedMethod
-
-
-def has_confirms(spec):
-    """Whether the spec file has publisher confirms (the confirm class)."""
-    return "confirm" in spec.classes.byname
+from amqp_support._errors import Failed, UnexpectedMethod
 
 
 class Outbox:
@@ -82,7 +44,7 @@ class Outbox:
     # nothing would go out until the window fills).
     BREATHE = 200
 
-    def __init__(self, contents, confirms=None, *, window, window_bytes, ready=None):
+    def __init__(self, contents, *, window, window_bytes, ready=None):
         """contents: the messages (txamqp Contents), an iterable. ready: for
         contents that come in over time (stdin's lines), a function that
         next_message() calls before taking each one: None when the next (or
@@ -91,7 +53,7 @@ class Outbox:
         self.ready = ready or (lambda: None)
         self.pending = None  # the messages() being given out on the watched channel
         self.waiting_input = None  # the Deferred of a wait for contents to come
-        self.confirms = confirms  # else transactions
+        self.confirms = False  # else transactions: as watch() says
         self.window = window
         self.window_bytes = window_bytes
         self.chan = None
@@ -107,14 +69,12 @@ class Outbox:
         self.waiting = None  # (Deferred, fire when fewer than this many are unsettled)
         self.failure = None
 
-    def watch(self, chan, *more, confirms=None):
-        """Count what the broker says of the messages published on chan (and
-        with transactions, on the channels after it) from now on: each is in
-        confirm mode if confirms, else tx mode (None: as the last time), and
-        nothing is published on it yet. What the previous channels left
-        unsettled is sent first, whatever their mode."""
-        if confirms is not None:
-            self.confirms = confirms
+    def watch(self, chan, confirms):
+        """Count what the broker says of the messages published on chan from
+        now on: it is in confirm mode if confirms, else in tx mode, and
+        nothing is published on it yet. What the previous channel left
+        unsettled is sent first, whatever its mode."""
+        self.confirms = confirms
         self.again = deque([*self.unsettled.values(), *self.again])
         self.unsettled.clear()
         self.unsettled_bytes = 0
@@ -123,8 +83,7 @@ class Outbox:
         self.failure = None
         self.chan = chan
         self.pending = self.messages()
-        for c in (chan, *more):
-            c.publisher = self
+        chan.report_to(self)
 
     def next_message(self):
         """The next message to publish on the watched channel (counted as on
@@ -215,26 +174,19 @@ class Outbox:
 
     def committing(self, commit):
         """commit: the Deferred of tx.commit, just sent, for the messages
-        published on its channel since its last commit (the batch). When it
+        published on the channel since its last commit (the batch). When it
         fires, they are taken; commit is returned, to wait on."""
-        last, generation = self.tags, self.generation
+        generation = self.generation
         self.batch = self.batch_bytes = 0
 
         def ok(result):
-            if generation == self.generation:
-                self.committed(last)
+            if generation == self.generation:  # not a commit-ok from a lost channel
+                self.taken += len(self.unsettled)
+                self.unsettled.clear()
+                self.unsettled_bytes = 0
+                self.wake()
             return result
         return commit.addCallback(ok)
-
-    def committed(self, last=None):
-        """tx.commit-ok came: the broker has taken every message up to tag
-        last (None: every one published so far)."""
-        while self.unsettled and (last is None or next(iter(self.unsettled)) <= last):
-            self.unsettled_bytes -= len(self.unsettled.popitem(last=False)[1].body)
-            self.taken += 1
-        if last is None:
-            self.batch = self.batch_bytes = 0
-        self.wake()
 
     def settle(self, tag, multiple, accepted):
         """basic.ack (accepted) or basic.nack of one message, or of every one up to tag."""

@@ -4,7 +4,7 @@ show it without its password."""
 import re
 from urllib.parse import quote, unquote, urlsplit
 
-from amqp_support.errors import BadURL
+from amqp_support._errors import BadURL
 
 
 class BrokerURL:

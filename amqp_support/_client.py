@@ -2,61 +2,13 @@
 
 A program uses these exactly as txamqp's own (conn.authenticate,
 conn.channel, chan.basic_publish, conn.queue, ...); what changes is below
-the calls. Several of the methods overridden here are txamqp's internals,
-not its public interface, so this module is written for one release,
-txamqp 0.8.2, and refuses to load with any other (UnsupportedTxamqp, one
-line). Each override, and what it fixes:
+the calls. Some of the methods overridden here are txamqp's internals, not
+its public interface, so this module is written for one release, txamqp
+0.8.2, and refuses to load with any other (UnsupportedTxamqp, one line).
 
-AMQClient
-- dataReceived (txamqp's FrameReceiver): reads frames with amqp_support.codec,
-  so message bodies stay bytes (txamqp decodes UTF-8 body frames to str and
-  then loses count), checks every frame, and ends the connection with a
-  reason instead of raising out of dataReceived or waiting forever.
-  Together with receive() it replaces txamqp's process_frame, dispatch,
-  worker and read_content: a frame is handled as it comes (txamqp runs about
-  30 Deferreds, a lock and several generators per message) by one state
-  machine per channel (method, then content header, then body frames).
-  What reaches the delegate, the consumer queues and the responses queues,
-  and in which order, is what txamqp delivers.
-- send_frame: every frame goes out through write(), the one write path
-  (txamqp's outgoing queue and writer are left idle).
-- reschedule_send_heartbeat, send_heartbeat: a heartbeat after a quiet
-  spell, without txamqp's new timer for every frame sent.
-- send_init_string: the protocol header of AMQP 0-9-1, which txamqp gets wrong.
-- authenticate: also ends the login timeout and fires `opened`.
-- connectionMade, connectionLost, close, do_close, check_heartbeat: the reason
-  a connection ended (a login that timed out or that the broker hung up on,
-  a missed heartbeat, a frame error, the failure of a dispatch that txamqp
-  throws away) is kept in `reason` and handed to everything still waiting
-  on the connection, consumer queues included (txamqp closes them mute).
-- queue: consumer queues whose get() fails with that reason (ReasonQueue,
-  which overrides TimeoutDeferredQueue._raise_if_closed), and gives a
-  message that is there already without txamqp's extra callback.
-- the messages it delivers are txamqp Messages (Message, a subclass) that
-  find their fields by name in a dict made once per method.
-AMQChannel
-- invoke: writes the method and its content at once, in one write (an
-  ordinary basic.publish the quick way: codec.MessageFrames, held by
-  write_soon() until the reactor turns, so that the messages published in
-  between go out in one write), then
-  waits for the response (if the method has one) on the channel's responses
-  queue, where receive() puts whole messages.
-- do_close: a channel closed by the broker fails the publisher counting
-  confirms on it and ends the consumers on it.
-Delegate (TwistedDelegate)
-- connection_start: tells the broker the client's name and the capabilities
-  its spec file has, so RabbitMQ sends a reason with a failed login and tells
-  a consumer when it is cancelled; with 0-9-1 also publisher confirms and
-  connection.blocked.
-- connection_tune: the smaller of the broker's frame size and ours (txamqp
-  takes 0, "no limit", as is and then cuts bodies into frames of -8 bytes).
-- basic_deliver: no lock, no Deferred per message; the deliveries of one
-  read go into their consumer queue together (ReasonQueue.put_all), so a
-  consumer can tell the last of them: its queue's `pending` is empty.
-- basic_return_: to the channel's publisher (amqp_support.publish).
-- basic_cancel, basic_ack, basic_nack, connection_blocked,
-  connection_unblocked: txamqp has no handler for these, and a method
-  without one ends the connection.
+Each override, why (the txamqp bug or the missing feature), and the test
+that fails on stock txamqp are in one table: docs/how-it-is-built.md,
+"What replaces txamqp". Sections marked "Speed only" change no behaviour.
 """
 
 import os
@@ -70,11 +22,12 @@ from txamqp import client, message, protocol, queue
 from txamqp.connection import Body, Frame, Header, Method
 from txamqp.content import Content
 
-from amqp_support import status
-from amqp_support.codec import (FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, MessageFrames, pack_frame,
-                                 unpack_payload)
-from amqp_support.errors import (ConsumerCancelled, CutMidFrame, FrameError, HeartbeatMissed, LoginRefused,
-                                 ProtocolRefused, UnexpectedMethod, UnsupportedTxamqp)
+from amqp_support._codec import FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, ContentHeader
+from amqp_support._errors import (ConsumerCancelled, CutMidFrame, FrameError, HeartbeatMissed, LoginRefused,
+                                  ProtocolRefused, UnexpectedMethod, UnsupportedTxamqp)
+from amqp_support._fastpath import MessageFrames, pack_frame, unpack_payload
+from amqp_support._protocol import protocol_header
+from amqp_support._status import log as status_log
 
 TXAMQP_VERSION = "0.8.2"  # the release whose internals this module overrides
 
@@ -139,29 +92,34 @@ class ReasonQueue(queue.TimeoutDeferredQueue):
 
 
 class Message(message.Message):
-    """txamqp's Message (msg.delivery_tag, msg.content, ...), made and read
-    with less work per message: txamqp's looks up each field of the method
-    by its name and position through its __getattr__ and __setattr__, for
-    every access, the three of __init__ included."""
+    """txamqp's Message (msg.delivery_tag, msg.content, ...). Speed only:
+    made and read with less work per message. txamqp's looks up each field
+    of the method by its name and position through its __getattr__ and
+    __setattr__, for every access, the three of __init__ included; this one
+    reads `positions`, {python name of a field: its place}, made once per
+    method by the connection."""
 
-    def __init__(self, method, fields, content=None):
-        self.__dict__.update(method=method, fields=fields, content=content)
+    def __init__(self, method, fields, content=None, positions=None):
+        if positions is None:
+            positions = {name: method.fields.index(field) for name, field in method.fields.bypyname.items()}
+        self.__dict__.update(method=method, fields=fields, content=content, _positions=positions)
 
     def __getattr__(self, attr):
-        # Only for the method's fields: method, fields and content are in __dict__.
+        # Only for the method's fields: what __init__ set is in __dict__.
         try:
-            return self.fields[field_positions(self.method)[attr]]
+            return self.fields[self._positions[attr]]
         except KeyError:
             raise AttributeError(attr) from None
 
 
-def field_positions(method):
-    """{python name of a field: its position} for a spec's method, kept on the method."""
-    positions = getattr(method, "field_positions", None)
-    if positions is None:
-        positions = method.field_positions = {
-            name: method.fields.index(field) for name, field in method.fields.bypyname.items()}
-    return positions
+class ReceivedContent(Content):
+    """A message's content as received: txamqp's Content (body, properties),
+    the body always bytes, and property_error: None, or what of the
+    properties could not be decoded (they hold the rest)."""
+
+    def __init__(self, body, properties, property_error=None):
+        super().__init__(body, [], properties)
+        self.property_error = property_error
 
 
 class Incoming:
@@ -178,13 +136,17 @@ class Incoming:
 
 
 class AMQChannel(protocol.AMQChannel):
-    # What publishes on this channel (amqp_support.publish): the delegate
-    # hands it the broker's basic.ack, basic.nack and basic.return.
-    publisher = None
-
     def __init__(self, id, outgoing, client):
         super().__init__(id, outgoing, client)
         self.consumer_tags = set()  # the consumers started on this channel
+        # What publishes on this channel (an Outbox): the delegate hands it
+        # the broker's basic.ack, basic.nack and basic.return.
+        self.publisher = None
+
+    def report_to(self, publisher):
+        """Hand the broker's basic.ack, basic.nack and basic.return on this
+        channel to publisher (its settle() and returned()), from now on."""
+        self.publisher = publisher
 
     def do_close(self, reason):
         was_closed = self.closed
@@ -262,6 +224,11 @@ def has_method(spec, name):
     return klass in spec.classes.byname and method in spec.classes.byname[klass].methods.byname
 
 
+def has_confirms(spec):
+    """Whether the spec file has publisher confirms (else: transactions)."""
+    return has_method(spec, EXTENSIONS["publisher_confirms"])
+
+
 # RabbitMQ's extensions to AMQP 0-9-1, and the method each one needs in the
 # spec file. Ask only for what the spec can decode: RabbitMQ sends
 # connection.blocked to a client that asks for it, and an AMQP 0-8
@@ -336,11 +303,11 @@ class Delegate(client.TwistedDelegate):
     def connection_blocked(self, ch, msg):
         # RabbitMQ stops reading from connections that publish while it is
         # low on memory or disk; it says so to clients that asked.
-        status.log.info("The broker blocked the connection ({reason}); waiting until it unblocks.",
+        status_log.info("The broker blocked the connection ({reason}); waiting until it unblocks.",
                         reason=msg.reason or "no reason given")
 
     def connection_unblocked(self, ch, msg):
-        status.log.info("The broker unblocked the connection; going on.")
+        status_log.info("The broker unblocked the connection; going on.")
 
     def basic_cancel(self, ch, msg):
         self.client.consumer_queue(msg.consumer_tag).close(
@@ -363,8 +330,12 @@ class AMQClient(protocol.AMQClient):
     reason = None  # why the connection ended, once it has
     transport_lost = False
 
-    def __init__(self, spec, vhost, heartbeat=0, clock=None, login_timeout=None):
-        super().__init__(Delegate(), vhost, spec, heartbeat=heartbeat, clock=clock)
+    def __init__(self, spec, heartbeat=0, clock=None, login_timeout=None):
+        super().__init__(Delegate(), "/", spec, heartbeat=heartbeat, clock=clock)
+        self.broker = None  # the BrokerURL connected to, once connected_to() says
+        # txamqp's writer and dispatch queues: unused, write() and receive() replace them.
+        self.outgoing = self.work = None
+        self._positions = {}  # method: {python name of a field: its place}, for Message
         self.login_timeout = login_timeout
         self._login_timer = None
         self.opened = defer.Deferred()
@@ -375,6 +346,12 @@ class AMQClient(protocol.AMQClient):
         self.message_frames = MessageFrames(self.MAX_LENGTH)
         self._quiet = True  # nothing sent since the heartbeat timer last ran
         self._unsent = []  # what write_soon() holds until the reactor turns
+
+    def connected_to(self, broker):
+        """This connection goes to broker (a BrokerURL): authenticate() opens
+        its virtual host, and a program logs in with its credentials."""
+        self.broker = broker
+        self.vhost = broker.vhost
 
     def connectionMade(self):
         super().connectionMade()
@@ -397,10 +374,8 @@ class AMQClient(protocol.AMQClient):
         self._login_timer = None
 
     def send_init_string(self):
-        if (self.spec.major, self.spec.minor) == (0, 9):
-            self.transport.write(b"AMQP\x00\x00\x09\x01")  # 0-9-1's header
-        else:
-            super().send_init_string()
+        # txamqp writes AMQP 0-9-1's header wrong.
+        self.transport.write(protocol_header(self.spec))
 
     def send_frame(self, frame):
         self.send_frames([frame])
@@ -518,8 +493,8 @@ class AMQClient(protocol.AMQClient):
             if payload.method.content:
                 self._incoming[channel] = Incoming(payload)
             else:
-                self.deliver(ch, Message(payload.method, payload.args, None))
-        elif kind is Header:
+                self.deliver(ch, self.message(payload.method, payload.args, None))
+        elif kind is ContentHeader:
             if incoming is None or incoming.header is not None:
                 raise FrameError("content header on channel %d without a method that carries content"
                                  % channel)
@@ -546,11 +521,16 @@ class AMQClient(protocol.AMQClient):
         chunks = incoming.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         method = incoming.method
-        content = Content(body, [], incoming.header.properties)  # the header's own dict: it is dropped here
-        # None, or what in the properties could not be decoded (they hold
-        # the rest): the message is delivered all the same.
-        content.property_error = getattr(incoming.header, "property_error", None)
-        self.deliver(ch, Message(method.method, method.args, content))
+        header = incoming.header  # its own properties dict: the header is dropped here
+        content = ReceivedContent(body, header.properties, header.property_error)
+        self.deliver(ch, self.message(method.method, method.args, content))
+
+    def message(self, method, args, content):
+        positions = self._positions.get(method)
+        msg = Message(method, args, content, positions)
+        if positions is None:
+            self._positions[method] = msg._positions
+        return msg
 
     def deliver(self, ch, msg):
         """A response to the call waiting for it (queue.declare-ok, ...), any
@@ -635,4 +615,3 @@ class AMQClient(protocol.AMQClient):
         return defer.succeed(self.consumer_queue(key))
 
 
-__all__ = ["AMQClient", "check_txamqp"]

@@ -2,14 +2,14 @@
 
 explain(e) words what amqp_support, txamqp, Twisted or OpenSSL raised in the
 library's own terms. Some failures have a remedy that only the program knows
-how to name (an option to give, a file to use): explain() appends the text
-`hints` holds for it, keyed by these names:
+how to name (an option to give, a file to use): remedy(e) names it, for the
+program to say in its own words, as one of:
 
     untrusted-certificate  the broker's certificate is not from a trusted CA
     client-certificate     the broker asks for a client certificate
     speaks-0-9-1           the broker refused AMQP 0-8 and speaks 0-9-1 (or 1.0)
     speaks-0-8             the broker refused AMQP 0-9-1 and speaks 0-8
-    unexpected             an exception nobody expected (no hint: none shown)
+    unexpected             an exception nobody expected
 """
 
 from OpenSSL import SSL
@@ -19,8 +19,9 @@ from txamqp import client, queue
 from twisted.python.failure import Failure
 from txamqp.message import Message
 
-from amqp_support.errors import (ConsumerCancelled, CutMidFrame, Failed, FrameError, HeartbeatMissed,
-                                 LoginRefused, ProtocolRefused, UnexpectedMethod)
+from amqp_support._errors import (ConsumerCancelled, CutMidFrame, Failed, FrameError, HeartbeatMissed,
+                                  LoginRefused, ProtocolRefused, UnexpectedMethod)
+from amqp_support._protocol import NAMES, may_speak_0_9_1, protocol_name
 
 
 def reason_of(e, conn=None):
@@ -37,37 +38,17 @@ def reason_of(e, conn=None):
             return e
 
 
-HEADERS = {
-    (0, 0, 9, 1): "AMQP 0-9-1", (1, 1, 8, 0): "AMQP 0-8", (1, 1, 0, 9): "AMQP 0-9",
-    (0, 1, 0, 0): "AMQP 1.0", (2, 1, 0, 0): "AMQP 1.0 (TLS)", (3, 1, 0, 0): "AMQP 1.0 (SASL)",
-}
-
-
-def protocol_name(spec):
-    """The protocol of a spec file, as the header names it: "AMQP 0-8" or "AMQP 0-9-1"."""
-    return "AMQP 0-8" if (spec.major, spec.minor) == (8, 0) else "AMQP 0-9-1"
-
-
-def speaks_0_9_1(header):
-    """Whether a broker that refused our protocol with this header may speak
-    AMQP 0-9-1: it does not name 0-8 or 0-9. (RabbitMQ 4 answers 0-8's header
-    with AMQP 1.0's, and speaks 0-9-1.)"""
-    return tuple(header[4:8]) not in ((1, 1, 8, 0), (1, 1, 0, 9))
-
-
-def protocol_refused(e, hints):
+def protocol_refused(e):
     ours = protocol_name(e.spec)
-    offered = HEADERS.get(tuple(e.header[4:8]), repr(e.header))
+    offered = NAMES.get(e.header, repr(e.header))
     text = "the broker refused %s and answered with the %s protocol header" % (ours, offered)
     if ours == "AMQP 0-8":
         text += "; RabbitMQ 4.0 and later no longer speak AMQP 0-8"
-    if not speaks_0_9_1(e.header):
-        hint = hints.get("speaks-0-8")
-    elif ours == "AMQP 0-8":
-        hint = hints.get("speaks-0-9-1")
-    else:
-        hint = None  # 0-9-1 refused: no other spec file to offer
-    return text + ("; %s" % hint if hint else "")
+    if not may_speak_0_9_1(e.header):
+        return text, "speaks-0-8"
+    if ours == "AMQP 0-8":
+        return text, "speaks-0-9-1"
+    return text, None  # 0-9-1 refused: no other spec file to offer
 
 
 def broker_closed(message):
@@ -113,51 +94,59 @@ TLS_REASONS = {
 }
 
 
-def tls_failed(e, hints):
+def tls_failed(e):
     if isinstance(e, VerificationError):
         # Raised by Twisted's host name check, inside the handshake.
         return ("TLS failed: the broker's certificate does not name the host in the URL"
-                " (connect with a host name the certificate names)")
+                " (connect with a host name the certificate names)"), None
     # OpenSSL's errors come as a list of (library, function, reason).
     errors = e.args[0] if e.args and isinstance(e.args[0], list) else []
     text = "; ".join(str(err[-1]) for err in errors if isinstance(err, tuple) and err) or str(e)
     meaning, hint = next((found for words, found in TLS_REASONS.items() if words in text), (None, None))
-    if meaning and hints.get(hint):
-        meaning = "%s (%s)" % (meaning, hints[hint])
-    return "TLS failed: %s%s" % (text, ": " + meaning if meaning else "")
+    return "TLS failed: %s%s" % (text, ": " + meaning if meaning else ""), hint
 
 
-def explain(e, conn=None, hints=None):
+def explain(e, conn=None):
     """e in one line. conn: the connection it happened on (its reason is
     the real one when txamqp only says Closed)."""
-    hints = hints or {}
-    e = reason_of(e, conn)
-    if isinstance(e, Message):
-        return broker_closed(e)
-    if isinstance(e, (client.Closed, queue.Closed)):
-        return "the connection closed"
-    if isinstance(e, (Failed, ConsumerCancelled, CutMidFrame, HeartbeatMissed, UnexpectedMethod)):
-        return str(e)
+    return explained(reason_of(e, conn))[0]
+
+
+def remedy(e, conn=None):
+    """The name of what a person could do about e (see above), or None."""
+    return explained(reason_of(e, conn))[1]
+
+
+def explained(e):
+    """(e in one line, the name of its remedy or None)."""
     if isinstance(e, ProtocolRefused):
-        return protocol_refused(e, hints)
+        return protocol_refused(e)
+    if isinstance(e, (SSL.Error, VerificationError)):
+        return tls_failed(e)
+    if isinstance(e, Message):
+        return broker_closed(e), None
+    if isinstance(e, (client.Closed, queue.Closed)):
+        return "the connection closed", None
+    if isinstance(e, (Failed, ConsumerCancelled, CutMidFrame, HeartbeatMissed, UnexpectedMethod)):
+        return str(e), None
     if isinstance(e, LoginRefused):
         return ("the broker closed the connection during login: wrong user name or password,"
-                " or that user may not log in from this host")
+                " or that user may not log in from this host"), None
     if isinstance(e, FrameError):
-        return "the broker sent data that is not AMQP: %s" % e
-    if isinstance(e, error.ConnectionRefusedError):
-        return "connection refused (is RabbitMQ running there?)"
-    if isinstance(e, error.DNSLookupError):
-        return "unknown host"
-    if isinstance(e, (error.TimeoutError, defer.TimeoutError, defer.CancelledError)):
-        return "no answer in time"
-    if isinstance(e, error.ConnectionDone):
-        return "the broker closed the connection"
-    if isinstance(e, (error.ConnectionLost, error.ConnectionClosed)):
-        return "the connection to the broker was lost"
-    if isinstance(e, (SSL.Error, VerificationError)):
-        return tls_failed(e, hints)
+        return "the broker sent data that is not AMQP: %s" % e, None
+    for kinds, text in PLAIN_WORDS:
+        if isinstance(e, kinds):
+            return text, None
     if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    text = "%s: %s" % (type(e).__name__, e)
-    return "%s (%s)" % (text, hints["unexpected"]) if hints.get("unexpected") else text
+        return e.strerror, None
+    return "%s: %s" % (type(e).__name__, e), "unexpected"
+
+
+# Twisted's failures to connect, and what they mean.
+PLAIN_WORDS = [
+    (error.ConnectionRefusedError, "connection refused (is RabbitMQ running there?)"),
+    (error.DNSLookupError, "unknown host"),
+    ((error.TimeoutError, defer.TimeoutError, defer.CancelledError), "no answer in time"),
+    (error.ConnectionDone, "the broker closed the connection"),
+    ((error.ConnectionLost, error.ConnectionClosed), "the connection to the broker was lost"),
+]

@@ -61,7 +61,7 @@ def parse(data):
     return top.children[0]
 
 
-def load(data, filename=None):
+def load_spec(data, filename=None):
     """txamqp's Spec for the spec file whose bytes are data."""
     root = parse(data)
     if root.name != "amqp":

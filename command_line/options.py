@@ -1,0 +1,254 @@
+"""The command line both scripts take: the options, their types and
+defaults (common.py's), AMQP_URL and --password-file, and the checks across
+options; every failure here is one line and exit status 2 (argparse's).
+
+    parser = options.producer_parser(__doc__)
+    args = options.parse_args(parser, argv)
+"""
+
+import argparse
+import os
+
+import common
+from amqp_support import BadTLSFile, BadURL, BrokerURL, ClientTLS, UsageError
+from command_line.text import printable, shorten
+
+TLS_OPTIONS = {"cafile": "--cafile", "certfile": "--certfile", "keyfile": "--keyfile"}
+
+
+def shortstr(text):
+    """An exchange, queue or routing key name: UTF-8 text of at most 255 bytes."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # bytes in argv that are not UTF-8 arrive as lone surrogates
+        shown = shorten(printable(os.fsencode(text)), limit=40)
+        raise argparse.ArgumentTypeError("'%s' is not valid UTF-8: AMQP names are UTF-8 text" % shown) from None
+    if size > 255:
+        raise argparse.ArgumentTypeError("%.20r... is longer than AMQP's 255 bytes" % text)
+    return text
+
+
+def header(text):
+    """A --header KEY=VALUE: the header's name (at most 255 bytes) and its value, a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError("%r is not KEY=VALUE" % text)
+    return shortstr(key), value
+
+
+def broker_url(text):
+    try:
+        return BrokerURL(text)
+    except BadURL as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def whole_number(low, high=None):
+    """An argparse type: a whole number from low to high (None: no upper bound)."""
+    span = "from %d to %d" % (low, high) if high is not None else "%d or more" % low
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError("must be a whole number %s, not %s"
+                                             % (span, shorten(repr(text))))
+        return value
+    return parse
+
+
+# An AMQP short (16 bits): heartbeat seconds, prefetch-count.
+short = whole_number(0, 65535)
+count = whole_number(1)
+
+MAX_TIMEOUT = 86400  # a day; far beyond it, the reactor's poll() overflows
+
+
+def seconds(text):
+    """A timeout in seconds: a finite number above 0 (0 would retry forever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value <= MAX_TIMEOUT:  # False for nan too
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0 and at most %d, not %s"
+                                         % (MAX_TIMEOUT, shorten(repr(text))))
+    return value
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, with one-line errors and checks across options
+    (checks: functions of the parsed args that return an error, or None)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.checks = []
+
+    def error(self, message):
+        # One short line, not argparse's usage block: the usage is in --help.
+        self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, shorten(message)))
+
+    def parse_intermixed_args(self, args=None, namespace=None):
+        args, extras = self.parse_known_intermixed_args(args, namespace)
+        # argparse would list every argument from the first it did not know.
+        if extras and extras[0].startswith("-"):
+            takes_messages = any(a.nargs == "*" for a in self._get_positional_actions())
+            hint = ' (a MESSAGE that starts with "-" goes after "--")' if takes_messages else ""
+            self.error("unrecognized option %r%s" % (extras[0], hint))
+        if extras:
+            self.error("unexpected argument %r" % extras[0])
+        return args
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """--help shows each option's default once: not for flags, not when there is
+    none (or an empty list, as for a repeatable option), not when the help
+    already says it."""
+
+    def _get_help_string(self, action):
+        if (action.nargs == 0 or action.default in (None, []) or action.default is argparse.SUPPRESS
+                or "(default:" in (action.help or "")):
+            return action.help
+        return "%s (default: %%(default)s)" % action.help
+
+
+def make_parser(doc):
+    """The options both scripts take (producer_parser and consumer_parser add their own)."""
+    parser = ArgumentParser(description=doc.split("\n\n")[0],
+                            formatter_class=HelpFormatter)
+    parser.add_argument("spec", metavar="SPEC", help="AMQP spec file: amqp0-8.xml or amqp0-9-1.xml")
+    parser.add_argument("--url", type=broker_url, action="append", default=argparse.SUPPRESS,
+                        help="broker URL, amqp://user:password@host:port/vhost or amqps://...;"
+                             " give it once per node of a cluster: the first that answers is used,"
+                             " the next on loss, in turn (default: $AMQP_URL, several separated by"
+                             " spaces, else %s)" % common.DEFAULT_URL.replace("%", "%%"))
+    parser.add_argument("--exchange", type=shortstr, default=common.EXCHANGE_NAME,
+                        help='exchange name; "" is the broker\'s default exchange')
+    parser.add_argument("--exchange-type", default="direct",
+                        choices=["direct", "fanout", "topic", "headers"], help="exchange type")
+    parser.add_argument("--queue", type=shortstr, default=common.QUEUE_NAME, help="queue name")
+    parser.add_argument("--routing-key", type=shortstr,
+                        help="routing key (default: %s; the queue name with --exchange \"\")"
+                             % common.ROUTING_KEY)
+    parser.add_argument("--queue-type", default="classic", choices=["classic", "quorum"],
+                        help="quorum: replicated, for clusters (RabbitMQ 3.8 and later)")
+    parser.add_argument("--timeout", type=seconds, default=10.0,
+                        help="seconds to wait for the broker to answer when connecting"
+                             " (above 0, at most %d)" % MAX_TIMEOUT)
+    # AMQP carries the heartbeat in a short (connection.tune-ok): 0 to 65535.
+    parser.add_argument("--heartbeat", type=short, default=60,
+                        help="seconds between heartbeats, 0 to 65535; a broker silent for three"
+                             " is taken as gone (0: off)")
+    parser.add_argument("--password-file", metavar="PATH",
+                        help="read the password from the first line of this file instead of the URL"
+                             " (a password on the command line shows in ps)")
+    parser.add_argument("--cafile", help="CA certificates (PEM) for amqps:// (default: the system's)")
+    parser.add_argument("--certfile", help="client certificate (PEM) for a broker that asks for one")
+    parser.add_argument("--keyfile", help="the client certificate's private key (default: in --certfile)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log AMQP details and tracebacks")
+    return parser
+
+
+def producer_parser(doc):
+    """producer.py's command line: make_parser's options and its own."""
+    parser = make_parser(doc)
+    parser.add_argument("messages", metavar="MESSAGE", nargs="*",
+                        help='a message to send; "-" sends each line of stdin as a message')
+    parser.add_argument("--count", type=count, default=1, help="send each message this many times")
+    parser.add_argument("--header", metavar="KEY=VALUE", dest="headers", type=header, action="append",
+                        default=[], help="set this header on every message (repeatable); the value is"
+                        " sent as a string, so a consumer's --header must give it as the same string")
+    parser.add_argument("--transient", action="store_true",
+                        help="do not ask the broker to write the messages to disk")
+    parser.add_argument("--retry", action="store_true",
+                        help="when the connection fails, reconnect and send again what the broker"
+                             " had not taken (a message may then arrive twice)")
+    return parser
+
+
+def consumer_parser(doc):
+    """consumer.py's command line: make_parser's options and its own."""
+    parser = make_parser(doc)
+    parser.add_argument("--count", type=count,
+                        help="exit after this many messages (default: run until stopped)")
+    # basic.qos carries prefetch-count in a short: 0 to 65535, where 0 means no limit.
+    parser.add_argument("--prefetch", type=short, default=100,
+                        help="how many unacknowledged messages the broker may send ahead,"
+                             " 0 to 65535 (0: no limit)")
+    parser.add_argument("--header", metavar="KEY=VALUE", dest="headers", type=header, action="append",
+                        default=[], help="with --exchange-type headers: bind for messages that have"
+                        " this header (repeatable; the value is compared as a string)")
+    parser.add_argument("--x-match", choices=["all", "any"], default="all",
+                        help="with --exchange-type headers: a message needs all the --header pairs,"
+                             " or any one")
+    parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
+                        help="exit when the connection is lost instead of reconnecting")
+    parser.checks.append(check_header_binding)
+    return parser
+
+
+def check_header_binding(args):
+    if args.headers and args.exchange_type != "headers":
+        return "--header binds only with --exchange-type headers"
+    if args.exchange_type == "headers" and not args.headers:
+        return ("--exchange-type headers needs a --header KEY=VALUE to bind with"
+                " (without one, every message matches)")
+    return None
+
+
+def parse_args(parser, argv):
+    args = parser.parse_intermixed_args(argv)  # options may come between messages
+    if "url" not in args:  # no --url given
+        args.url = brokers_from_environment(parser)
+    if args.password_file:
+        password = read_password(parser, args.password_file)
+        for broker in args.url:  # one user for the whole cluster
+            broker.password = password
+    if not args.queue:
+        parser.error("--queue must not be empty")
+    if args.routing_key is None:
+        # The default exchange routes by queue name.
+        args.routing_key = common.ROUTING_KEY if args.exchange else args.queue
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile needs --certfile")
+    if (args.cafile or args.certfile or args.keyfile) and not all(b.tls for b in args.url):
+        # Whoever gave them meant TLS: don't send the password in the clear.
+        parser.error("--cafile, --certfile and --keyfile are for amqps:// URLs, not amqp://")
+    for check in parser.checks:
+        if (problem := check(args)) is not None:
+            parser.error(problem)
+    return args
+
+
+
+def brokers_from_environment(parser):
+    """The brokers in $AMQP_URL (URLs separated by spaces), else the default one."""
+    try:
+        return [BrokerURL(url) for url in os.environ.get("AMQP_URL", common.DEFAULT_URL).split()
+                ] or [BrokerURL(common.DEFAULT_URL)]
+    except BadURL as e:
+        parser.error("AMQP_URL: %s" % e)
+
+
+def read_password(parser, path):
+    """The first line of path, without its line end: a password kept out of
+    the command line and the environment."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            password = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        parser.error("cannot read --password-file %r: %s" % (path, getattr(e, "strerror", None) or e))
+    if not password:
+        parser.error("--password-file %r is empty" % path)
+    return password
+
+
+
+def tls(args):
+    """The ClientTLS of --cafile, --certfile and --keyfile."""
+    try:
+        return ClientTLS(args.cafile, args.certfile, args.keyfile)
+    except BadTLSFile as e:
+        raise UsageError(e.worded(TLS_OPTIONS[e.parameter])) from e

@@ -1,0 +1,156 @@
+"""How a script runs: its arguments parsed, the library's status lines and
+every other line for a person on stderr through one path (say, warn),
+every failure one line and an exit status (2: usage or spec, 1: the rest),
+Ctrl-C and SIGTERM a cancellation of main's Deferred.
+
+    @running.script(parser)
+    @defer.inlineCallbacks
+    def main(reactor, args): ...
+"""
+
+import functools
+import gc
+import os
+import signal
+import sys
+import traceback
+
+from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogBeginner, textFileLogObserver
+
+from amqp_support import ConnectionFailed, UsageError, explain, is_status, remedy
+from command_line.options import parse_args
+from command_line.text import shorten
+
+# What to do about the failures whose remedy is on the command line
+# (amqp_support's remedy() names them).
+HINTS = {
+    "untrusted-certificate": "give its CA with --cafile",
+    "client-certificate": "give --certfile and --keyfile",
+    "speaks-0-9-1": "use amqp0-9-1.xml",
+    "speaks-0-8": "use amqp0-8.xml",
+    "unexpected": "run with --verbose for the traceback",
+}
+
+
+class Stderr:
+    """stderr as the scripts write to it: whole lines, and when live (a
+    terminal that can erase a line; not with --verbose, whose log would mix
+    with it) one line redrawn in place below them, the progress line, which
+    any other line erases first."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.prog = os.path.basename(sys.argv[0])
+        self.live = False
+        self.drawn = False
+
+    def start(self, prog, live):
+        self.prog = prog
+        self.live = live and self.stream.isatty() and os.environ.get("TERM") != "dumb"
+
+    def status(self, event):
+        """A twisted.logger observer: amqp_support's status lines."""
+        if is_status(event):
+            self.line(formatEvent(event))
+
+    def line(self, text):
+        self.erase()
+        print(text, file=self.stream, flush=True)
+
+    def draw(self, text):
+        """(Re)draw the progress line: at most as wide as the terminal, so it cannot wrap."""
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns
+        except OSError:
+            width = 80
+        self.stream.write("\r" + text[:width - 1] + "\x1b[K")  # \x1b[K: erase to the end of the line
+        self.stream.flush()
+        self.drawn = True
+
+    def erase(self):
+        if self.drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.drawn = False
+
+
+stderr = Stderr(sys.stderr)
+
+
+def say(text):
+    """A status line for the person running the script."""
+    stderr.line(text)
+
+
+def warn(text):
+    stderr.line("%s: warning: %s" % (stderr.prog, text))
+
+
+def fail(text):
+    stderr.line("%s: error: %s" % (stderr.prog, shorten(text, limit=1000, word=300)))
+
+
+def script(parser):
+    """Run main(reactor, args) with parsed arguments; every failure ends in
+    one line on stderr and the exit status (2: usage or spec, 1: the rest).
+    amqp_support's status lines go to stderr as they come. Ctrl-C and
+    SIGTERM cancel main's Deferred: the script decides what a cancelled step
+    means (the consumer stops consuming and closes)."""
+    def decorate(main):
+        @functools.wraps(main)
+        def run(reactor, *argv):
+            # What the imports made (some 40,000 objects of Twisted, txamqp
+            # and ours) lives as long as the process: frozen, the garbage
+            # collector no longer walks it in each full collection, nor in
+            # the ones Python runs as it exits (bench/README.md, "One message").
+            gc.freeze()
+            args = parse_args(parser, argv)
+            stderr.start(parser.prog, live=not args.verbose)
+            observer = textFileLogObserver(sys.stderr) if args.verbose else stderr.status
+            globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+            d = defer.maybeDeferred(main, reactor, args)
+            interruption = Interruption(reactor, d)
+            # After reactor.run() has installed its own handlers, to replace them.
+            reactor.callWhenRunning(interruption.install)
+            return d.addErrback(exit_with_one_line, args.verbose, interruption)
+        return run
+    return decorate
+
+
+class Interruption:
+    """Ctrl-C or SIGTERM cancels main's Deferred; a second one ends the process."""
+
+    def __init__(self, reactor, d):
+        self.reactor = reactor
+        self.d = d
+        self.signal = None
+
+    def install(self):
+        signal.signal(signal.SIGINT, self.handler)
+        signal.signal(signal.SIGTERM, self.handler)
+
+    def handler(self, signum, frame):
+        if self.d.called:
+            return
+        if self.signal is not None:
+            os._exit(1)  # the second one: stop now, without closing
+        self.signal = signal.Signals(signum).name
+        self.reactor.callFromThread(self.d.cancel)
+
+
+def exit_with_one_line(failure, verbose, interruption):
+    if failure.check(SystemExit):
+        return failure
+    if verbose:
+        traceback.print_exception(failure.type, failure.value, failure.getTracebackObject())
+    if failure.check(defer.CancelledError) and interruption.signal:
+        line = "interrupted by %s before the end" % interruption.signal
+    else:
+        line = explain(failure.value)
+        reason = failure.value.reason if failure.check(ConnectionFailed) else failure.value
+        hint = remedy(reason)
+        if hint in HINTS and not (verbose and hint == "unexpected"):  # verbose: the traceback is there
+            line += "; " + HINTS[hint]
+    fail(line)
+    raise SystemExit(2 if failure.check(UsageError) else 1)

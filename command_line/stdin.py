@@ -1,0 +1,105 @@
+"""producer.py's messages: every MESSAGE on the command line, and for "-"
+every line of stdin, read by a thread as it comes."""
+
+import os
+import sys
+import threading
+from collections import deque
+
+from twisted.internet import defer
+
+
+class MessageBodies:
+    """producer.py's messages as bytes, exactly as given, each --count times:
+    every MESSAGE, and for "-" every line of stdin, without its newline.
+
+    A thread reads stdin (a read may wait as long as the writer likes, as
+    with `tail -f log |`), so the reactor never waits in one; it reads at
+    most READ_AHEAD bytes ahead. next() must be called only when ready() is
+    None: ready() is a Deferred while the next body has not come in yet."""
+
+    READ_AHEAD = 256 << 10  # short lines are some 50 bytes of memory each: 4 MiB of them held 17 MiB
+
+    def __init__(self, reactor, messages, count):
+        self.messages = list(messages)
+        self.count = count
+        self.body, self.copies = None, 0  # the body being repeated, and how many more times
+        self.reactor = reactor
+        self.lines = deque()  # stdin's lines read, not yet given out
+        self.buffered = 0  # their bytes, and those of the line still coming
+        self.partial = []  # chunks of the line still coming
+        self.ended = "-" not in self.messages
+        self.waiting = None  # the Deferred ready() gave out
+        self.more = threading.Event()  # the thread may read on
+        self.more.set()
+        if not self.ended:
+            threading.Thread(target=self.read, args=(sys.stdin.buffer,), daemon=True).start()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self.copies:
+            self.body = self.take()
+            self.copies = self.count
+        self.copies -= 1
+        return self.body
+
+    def take(self):
+        while self.messages:
+            if self.messages[0] != "-":
+                return os.fsencode(self.messages.pop(0))  # the bytes the shell passed
+            if self.lines:
+                line = self.lines.popleft()
+                self.buffered -= len(line)
+                self.read_on()
+                return line
+            assert self.ended, "next() before ready()"
+            self.messages.pop(0)
+        raise StopIteration
+
+    def ready(self):
+        if self.copies or self.lines or self.ended or not self.messages or self.messages[0] != "-":
+            return None
+        if self.waiting is None:
+            self.waiting = defer.Deferred()
+        return self.waiting
+
+    def read_on(self):
+        """Let the thread read more: while less than READ_AHEAD is buffered,
+        or while no whole line is (a line may be longer than READ_AHEAD)."""
+        if not self.more.is_set() and (self.buffered < self.READ_AHEAD or not self.lines):
+            self.more.set()  # (set() takes a lock: not for every line)
+
+    def read(self, stream):
+        """In the thread: stdin in chunks, each handed to the reactor."""
+        while True:
+            self.more.wait()
+            chunk = stream.read1(1 << 16)
+            self.more.clear()  # until received() (or take()) says there is room for more
+            self.reactor.callFromThread(self.received, chunk)
+            if not chunk:
+                return
+
+    def received(self, chunk):
+        """In the reactor: the lines of a chunk (b"" at the end of stdin)."""
+        if chunk:
+            *complete, rest = chunk.split(b"\n")
+            if complete:
+                self.partial.append(complete[0])
+                complete[0] = b"".join(self.partial)
+                self.partial = []
+                self.lines.extend(complete)
+            if rest:
+                self.partial.append(rest)
+            self.buffered += len(chunk) - len(complete)
+            self.read_on()
+        else:
+            if self.partial:  # a last line without a newline
+                self.lines.append(b"".join(self.partial))
+                self.partial = []
+            self.ended = True
+        if self.waiting is not None and (self.lines or self.ended):
+            d, self.waiting = self.waiting, None
+            d.callback(None)
+
