@@ -420,7 +420,7 @@ def parse_args(argv=None):
     parser.add_argument("--big", type=int, default=None,
                         help="messages for the larger memory run (default 20 x --messages; 0: skip)")
     parser.add_argument("--specs", nargs="+", default=["amqp0-9-1.xml", "amqp0-8.xml"])
-    large_bodies.add_arguments(parser, huge=None, one_mib=None)
+    large_bodies.add_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="the same as --messages 2000 --rounds 1")
     parser.add_argument("--output", default=None,
                         help='where to write the report (default bench/results.md for a run at the default '
