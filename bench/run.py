@@ -4,14 +4,17 @@
     tox -e bench -- --quick                         # a smoke run (about a minute)
     tox -e bench -- --baseline DIR                  # also DIR's scripts (another checkout): new / baseline
     tox -e bench -- --profile                       # also where the scripts' CPU goes (py-spy)
+    tox -e bench -- --quote-only                    # docs/benchmark.md's quote of bench/results.md, again
 
 Starts a throwaway RabbitMQ node (bench/node.py: the tests' way,
 tests/rabbitmq_nodes.py), then runs every client as a whole process, in
 rounds whose order is rotated each round and reversed every other round, on
 that node: the same durable exchange, queue and binding, small persistent
 bodies (16 bytes by default), prefetch 100 for consumers. Prints a Markdown
-report and writes it to bench/results.md (a smaller run: results-small.md).
-It measures and reports; it asserts no timings. It checks that the work was done (every
+report and writes it to bench/results.md (a smaller run: results-small.md);
+writing results.md, it also rewrites the quote of its goals in
+docs/benchmark.md, so that the figures there are the report's. It measures
+and reports; it asserts no timings. It checks that the work was done (every
 message in the queue, none left after a consumer) and stops if not.
 
 With --baseline DIR, DIR is another checkout of this project (the same
@@ -67,6 +70,11 @@ LIMIT_LABEL = "the broker's limit: a raw client with confirms (bench/broker_limi
 CONSUMER_LIMIT_LABEL = "the broker's limit: a raw consumer acking each read with multiple (bench/raw_consumer.py)"
 BASELINE = ", baseline"  # what a label of the baseline's scripts ends with
 TOLERANCE = 0.05  # --baseline: a line is "within" if new is at most this much slower than the baseline
+RESULTS = HERE / "results.md"
+QUOTED_IN = ROOT / "docs" / "benchmark.md"
+QUOTE_START = "<!-- Quoted from bench/results.md by bench/run.py; edit nothing down to the closing comment. -->"
+QUOTE_END = "<!-- End of the quote from bench/results.md. -->"
+QUOTED_SECTIONS = ("Goals", "Against the baseline")
 
 
 @dataclass
@@ -503,6 +511,36 @@ def report(args, clients, single, big, large, header, profile):
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+# --- the quote in docs/benchmark.md ----------------------------------------------
+
+def quote(results=RESULTS, doc=QUOTED_IN):
+    """Rewrite the block between QUOTE_START and QUOTE_END in doc: the run's
+    header lines and its QUOTED_SECTIONS, as the report at results has them."""
+    preamble, sections, title = [], {}, None
+    for line in results.read_text().splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+            sections[title] = []
+        elif title is None:
+            preamble.append(line)
+        else:
+            sections[title].append(line)
+    relative = Path("..") / results.relative_to(ROOT)
+    block = [QUOTE_START, "", f"From [{results.relative_to(ROOT)}]({relative}), as the run wrote it:", "",
+             *(line for line in preamble if line.startswith(("Run ", "Machine:", "Software:"))), ""]
+    for title in QUOTED_SECTIONS:
+        if title in sections:
+            block += [f"### {title}", "", "\n".join(sections[title]).strip("\n"), ""]
+    block += [QUOTE_END]
+    text = doc.read_text()
+    if text.count(QUOTE_START) != 1 or text.count(QUOTE_END) != 1:
+        raise BenchError(f"{doc} has no block to quote {results.name} in (its marker comments)")
+    head, rest = text.split(QUOTE_START)
+    tail = rest.split(QUOTE_END)[1]
+    doc.write_text(head + "\n".join(block) + tail)
+    say(f"{doc.relative_to(ROOT)}: the quote of {results.relative_to(ROOT)} rewritten")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES, help="messages per throughput run")
@@ -530,7 +568,10 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="the same as --messages 2000 --rounds 1")
     parser.add_argument("--output", default=None,
                         help='where to write the report (default bench/results.md for a run at the default '
-                             'size or larger, else bench/results-small.md; "" for no file)')
+                             'size or larger, else bench/results-small.md; "" for no file). Writing '
+                             'bench/results.md also rewrites its quote in docs/benchmark.md')
+    parser.add_argument("--quote-only", action="store_true",
+                        help="run nothing: rewrite the quote of bench/results.md in docs/benchmark.md")
     args = parser.parse_args(argv)
     if args.baseline:
         args.baseline = args.baseline.resolve()
@@ -565,6 +606,9 @@ def parse_args(argv=None):
 
 def main():
     args = parse_args()
+    if args.quote_only:
+        quote()
+        return
     for _, _, root in checkouts(args):
         compile_ours(root)
     if not AMQP_PUBLISH:
@@ -604,6 +648,8 @@ def main():
     if args.output:
         Path(args.output).write_text(text)
         say(f"written to {args.output}")
+        if Path(args.output).resolve() == RESULTS:
+            quote()
 
 
 if __name__ == "__main__":
