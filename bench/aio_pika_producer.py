@@ -10,19 +10,14 @@ awaiting their confirm at a time; exit 0 means, as for producer.py, that the
 broker has taken every message.
 """
 
-import argparse
 import asyncio
-import sys
 
 import aio_pika
 
-parser = argparse.ArgumentParser()
-parser.add_argument("url")
-parser.add_argument("message")
-parser.add_argument("--in-flight", type=int, default=1000)
-parser.add_argument("--exchange", default="test_message_exchange")
-parser.add_argument("--queue", default="test_message_queue")
-parser.add_argument("--routing-key", default="test_routing_key")
+from client_cli import bodies, parser, say
+
+cli = parser(__doc__, producer=True)
+cli.add_argument("--in-flight", type=int, default=1000)
 
 
 async def main(args):
@@ -32,13 +27,9 @@ async def main(args):
         exchange = await channel.declare_exchange(args.exchange, aio_pika.ExchangeType.DIRECT, durable=True)
         queue = await channel.declare_queue(args.queue, durable=True)
         await queue.bind(exchange, args.routing_key)
-        if args.message == "-":
-            bodies = (line.rstrip(b"\n") for line in sys.stdin.buffer)
-        else:
-            bodies = [args.message.encode()]
         waiting = set()
         sent = 0
-        for body in bodies:
+        for body in bodies(args.message):
             message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
             confirm = asyncio.ensure_future(exchange.publish(message, routing_key=args.routing_key))
             waiting.add(confirm)
@@ -49,8 +40,8 @@ async def main(args):
                     confirm.result()  # raises if the broker refused or returned it
         for confirm in asyncio.as_completed(waiting):
             await confirm
-    print("Sent %d message(s)." % sent, file=sys.stderr)
+    say("Sent %d message(s)." % sent)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main(cli.parse_args()))

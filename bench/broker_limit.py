@@ -1,7 +1,7 @@
 """The broker's own limit for what producer.py does: persistent, mandatory
 messages with publisher confirms, from a client that costs almost no CPU.
 
-    python bench/broker_limit.py URL --exchange E --routing-key K < lines
+    python bench/broker_limit.py URL [--exchange X --routing-key K] < lines
 
 Speaks raw AMQP 0-9-1 (raw_amqp.py): reads every stdin line first, encodes
 every message before it connects, then writes them in large blocks while a
@@ -12,23 +12,18 @@ reaches is what the broker can take with this guarantee; a client with the
 guarantee cannot go faster on the same node.
 """
 
-import argparse
 import struct
 import sys
 import threading
 
+from client_cli import parser, say
 from raw_amqp import CLASS_METHOD, TAG, Connection, frame, method, shortstr
 
 BLOCK = 1000  # messages per write
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("url")
-    parser.add_argument("--exchange", required=True)
-    parser.add_argument("--routing-key", required=True)
-    parser.add_argument("--queue", help="ignored (the other clients take it)")
-    args = parser.parse_args()
+    args = parser(__doc__).parse_args()  # --queue is not used: it declares nothing
     bodies = sys.stdin.buffer.read().split(b"\n")
     if bodies and not bodies[-1]:
         bodies.pop()
@@ -73,7 +68,7 @@ def main():
         sys.exit(failure[0])
     conn.send(method(0, 10, 50, struct.pack("!H", 200) + shortstr("bye") + b"\0\0\0\0"))
     conn.expect(10, 51)
-    print("Sent %d message(s), every one confirmed." % len(messages), file=sys.stderr)
+    say("Sent %d message(s), every one confirmed." % len(messages))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,17 @@
-"""Peak RSS of producer.py and of pika's publisher with large message bodies.
+"""Peak RSS of producer.py and of pika's publisher with large message bodies:
+part of bench/run.py's memory section (its --huge and --one-mib options).
 
-    python bench/large_bodies.py [--one-mib 100 400] [--huge 100]
-
-run.py includes this in its memory section; run alone, it starts a throwaway
-node of its own and prints a Markdown table. Cases, each one process per client,
-into a lazy queue (the node pages the messages to disk):
+Cases, each one process per client, into a lazy queue (the node pages the
+messages to disk):
 - one stdin line of --huge MiB (under RabbitMQ 3.10's default max_message_size
   of 128 MiB, so the broker takes it): what one big message costs;
 - --one-mib N lines of 1 MiB each, for each N: flat peak RSS from the smaller N
   to the larger means the bytes in flight are bounded, not the messages only.
 """
 
-import argparse
 import sys
 
-from measure import BenchError, QueueProbe, ours_producer, pika_producer, run
-from node import throwaway_node
+from measure import ours_producer, pika_producer, run
 
 QUEUE, KEY = "bench_large_queue", "bench_large_key"
 MIB = 1 << 20
@@ -45,7 +41,7 @@ def measure(url, broker, node, args):
         data = make_data()
         for label, command in clients:
             result = run(command(), data)
-            broker.expect(n, f"{label}, {case}", queue=QUEUE, wait=120)
+            broker.wait_depth(n, f"{label}, {case}", queue=QUEUE, wait=120, poll=0.05)
             broker.delete(QUEUE)
             results[label, case] = result
             print(f"{case}, {label}: peak RSS {result.rss_mib:.1f} MiB, {result.seconds:.1f} s",
@@ -68,30 +64,11 @@ def report(args, results):
     return out
 
 
-def add_arguments(parser, huge=100, one_mib=(100, 400)):
-    parser.add_argument("--huge", type=int, default=huge,
-                        help=f"MiB of the one-line case (0: skip; RabbitMQ 3.10 refuses above 128; default {huge})")
-    parser.add_argument("--one-mib", type=int, nargs="*", default=one_mib,
-                        help=f"numbers of 1 MiB lines, one run each (default {one_mib})")
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    parser.add_argument("--specs", nargs="+", default=["amqp0-9-1.xml"], help="the first is used")
-    args = parser.parse_args()
-    with throwaway_node() as node:
-        broker = QueueProbe(node.url)
-        try:
-            results = measure(node.url, broker, node, args)
-        finally:
-            broker.close()
-    print("\n".join(report(args, results)))
-
-
-if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        sys.exit(1)
+def add_arguments(parser):
+    """--huge and --one-mib; run.py scales their defaults with --messages."""
+    parser.add_argument("--huge", type=int, default=None,
+                        help="MiB of the one-line case (0: skip; RabbitMQ 3.10 refuses above 128; "
+                             "default 100, less for fewer --messages)")
+    parser.add_argument("--one-mib", type=int, nargs="*", default=None,
+                        help="numbers of 1 MiB lines, one run each (none: skip; default 100 400, "
+                             "less for fewer --messages)")

@@ -1,8 +1,13 @@
-"""What the benchmark and the profiler share: running a client as a whole
-process and measuring it, the clients' command lines, and a pika connection
-that checks the queues between runs."""
+"""The benchmark's means (bench/run.py, large_bodies.py): running a client as
+a whole process and measuring it, the clients' command lines, and a pika
+connection that checks the queues between runs.
+
+Our scripts are run as a user runs them, `python producer.py ...` in the
+root of a checkout (this one, or the baseline's with --baseline): nothing
+here imports the project's modules."""
 
 import compileall
+import contextlib
 import fcntl
 import os
 import shutil
@@ -21,7 +26,6 @@ from node import ROOT
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 EXCHANGE, QUEUE, KEY = "bench_exchange", "bench_queue", "bench_key"
-BODY_SIZE = 100
 PIPE_PAGE = 4096
 TIMEOUT = 900  # seconds any one process may take before the bench kills it
 
@@ -49,18 +53,35 @@ class Run:
 
 # --- running one process ----------------------------------------------------------
 
-def compile_ours():
-    """Byte-compile our modules (__pycache__), as a user's Python does on their
-    first run and then reuses. With PYTHONDONTWRITEBYTECODE set (some shells
-    and CI set it) Python would compile them again in every timed run: some
-    15 to 20 ms more start-up that no user pays. The scripts themselves are
-    compiled on every run anyway, as Python does with any script it runs."""
-    for path in ("common.py", "producer.py", "consumer.py"):
-        compileall.compile_file(ROOT / path, quiet=1)
-    compileall.compile_dir(ROOT / "amqp_support", quiet=1)
+def compile_ours(root=ROOT):
+    """Byte-compile every module of the checkout at root (__pycache__), as a
+    user's Python does on their first run and then reuses. With
+    PYTHONDONTWRITEBYTECODE set (some shells and CI set it) Python would
+    compile them again in every timed run: some 15 to 20 ms more start-up
+    that no user pays. The scripts themselves are compiled on every run
+    anyway, as Python does with any script it runs. Every .py file counts,
+    wherever it is (hidden folders such as .venv and .tox, and node_modules,
+    aside), so that a module added or renamed is compiled too."""
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in ("node_modules", "__pycache__")]
+        for name in files:
+            if name.endswith(".py"):
+                compileall.compile_file(os.path.join(folder, name), quiet=1)
 
 
-def write_bodies(path, n, tag=b"", size=BODY_SIZE):
+def describe(root):
+    """The commit a checkout is at, for the report ("+ changes" if its tracked files differ from it)."""
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        git = ["git", "--no-optional-locks", "-C", str(root)]
+        commit = subprocess.run([*git, "log", "-1", "--format=%h (%cd)", "--date=format:%Y-%m-%d %H:%M"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        return f"{commit}{' + changes not committed' if changed else ''}"
+    return "not a git checkout"
+
+
+def write_bodies(path, n, size, tag=b""):
     """n lines, each a body of size bytes (at least 10 + len(tag)), to path."""
     with open(path, "wb") as f:
         for i in range(n):
@@ -117,8 +138,8 @@ def watch_rss(pid, cmd, done, box):
             return
 
 
-def run(cmd, stdin_data=None, watch_stdout=False):
-    """Run cmd (in the repo root) to its end; return a Run, or raise BenchError."""
+def run(cmd, stdin_data=None, watch_stdout=False, cwd=ROOT):
+    """Run cmd in the folder cwd (the checkout's root) to its end; return a Run, or raise BenchError."""
     box = {}
     threads = []
     with tempfile.TemporaryFile() as err:
@@ -130,7 +151,7 @@ def run(cmd, stdin_data=None, watch_stdout=False):
         if watch_stdout:
             drain_fd, stdout = os.pipe()
         started = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdin=stdin, stdout=stdout, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdin=stdin, stdout=stdout, stderr=err)
         if stdin_data is not None:
             os.close(stdin)
             threads.append(threading.Thread(target=feed, args=(feed_fd, stdin_data, started, box)))
@@ -153,7 +174,8 @@ def run(cmd, stdin_data=None, watch_stdout=False):
         err.seek(0)
         stderr = err.read().decode("utf-8", "backslashreplace")
     if proc.returncode != 0:
-        raise BenchError(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {stderr.strip()[-2000:]}")
+        where = "" if cwd == ROOT else f" (in {cwd})"
+        raise BenchError(f"{' '.join(map(str, cmd))}{where} exited {proc.returncode}: {stderr.strip()[-2000:]}")
     return Run(seconds, box.get("first"), usage.ru_utime + usage.ru_stime, box.get("rss"),
                box.get("lines", 0), stderr, started)
 
@@ -165,6 +187,7 @@ def names(queue=QUEUE, key=KEY):
 
 
 def ours_producer(url, spec, message="-", queue=QUEUE, key=KEY):
+    """producer.py of the checkout run() is given as cwd."""
     return [PY, "producer.py", spec, message, "--url", url, *names(queue, key)]
 
 
@@ -224,15 +247,6 @@ class QueueProbe:
 
     def depth(self, queue=QUEUE):
         return self.chan.queue_declare(queue, durable=True, passive=True).method.message_count
-
-    def expect(self, n, what, queue=QUEUE, wait=30):
-        """The queue holds n messages (a publisher without confirms may still be
-        ahead of the queue when it exits: wait a little for it)."""
-        deadline = time.monotonic() + wait
-        while (depth := self.depth(queue)) != n:
-            if time.monotonic() > deadline or depth > n:
-                raise BenchError(f"after {what}, {queue} holds {depth} message(s), not {n}")
-            time.sleep(0.05)
 
     def wait_depth(self, n, what, queue=QUEUE, wait=120, poll=0.005):
         """Poll the queue (passive queue.declare) until it holds n messages;

@@ -5,28 +5,19 @@ pika's BlockingConnection (AMQP 0-9-1).
 
 Declares the same exchange, queue and binding, sets the same prefetch, and for
 each message prints the same line as consumer.py (decoded and escaped the same
-way, flushed), then acknowledges it; after N messages it cancels and closes.
+way, flushed), then acknowledges it alone; after N messages it cancels and
+closes.
 """
-
-import argparse
-import sys
 
 import pika
 
-from printable import printable
+from client_cli import line, parser, say
 
-parser = argparse.ArgumentParser()
-parser.add_argument("url")
-parser.add_argument("--count", type=int, required=True)
-parser.add_argument("--prefetch", type=int, default=100)
-parser.add_argument("--exchange", default="test_message_exchange")
-parser.add_argument("--queue", default="test_message_queue")
-parser.add_argument("--routing-key", default="test_routing_key")
-parser.add_argument("--consumer-tag", default="test_consumer_tag")
+cli = parser(__doc__, consumer=True)
 
 
 def main():
-    args = parser.parse_args()
+    args = cli.parse_args()
     conn = pika.BlockingConnection(pika.URLParameters(args.url))
     chan = conn.channel()
     chan.exchange_declare(args.exchange, "direct", durable=True)
@@ -37,17 +28,16 @@ def main():
 
     def on_message(chan, method, properties, body):
         nonlocal received
-        text = printable(body)
-        print("Received: %s from channel #%d" % (text, chan.channel_number), flush=True)
+        print(line(body, chan.channel_number), flush=True)
         chan.basic_ack(delivery_tag=method.delivery_tag)
         received += 1
         if received >= args.count:
             chan.stop_consuming(args.consumer_tag)
 
     chan.basic_consume(args.queue, on_message, consumer_tag=args.consumer_tag)
-    print("Waiting for messages on queue %r." % args.queue, file=sys.stderr)
+    say("Waiting for messages on queue %r." % args.queue)
     chan.start_consuming()
-    print("Stopping after %d message(s)." % received, file=sys.stderr)
+    say("Stopping after %d message(s)." % received)
     conn.close()
 
 

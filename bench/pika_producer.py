@@ -10,22 +10,16 @@ with --confirm it waits for a publisher confirm after every message, so exit
 0 means, as for producer.py, that the broker has taken every message.
 """
 
-import argparse
-import sys
-
 import pika
 
-parser = argparse.ArgumentParser()
-parser.add_argument("url")
-parser.add_argument("message")
-parser.add_argument("--confirm", action="store_true")
-parser.add_argument("--exchange", default="test_message_exchange")
-parser.add_argument("--queue", default="test_message_queue")
-parser.add_argument("--routing-key", default="test_routing_key")
+from client_cli import bodies, parser, say
+
+cli = parser(__doc__, producer=True)
+cli.add_argument("--confirm", action="store_true")
 
 
 def main():
-    args = parser.parse_args()
+    args = cli.parse_args()
     conn = pika.BlockingConnection(pika.URLParameters(args.url))
     chan = conn.channel()
     chan.exchange_declare(args.exchange, "direct", durable=True)
@@ -34,15 +28,11 @@ def main():
     if args.confirm:
         chan.confirm_delivery()  # basic_publish now waits for each message's ack
     properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
-    if args.message == "-":
-        bodies = (line.rstrip(b"\n") for line in sys.stdin.buffer)
-    else:
-        bodies = [args.message.encode()]
     sent = 0
-    for body in bodies:
+    for body in bodies(args.message):
         chan.basic_publish(args.exchange, args.routing_key, body, properties)
         sent += 1
-    print("Sent %d message(s)." % sent, file=sys.stderr)
+    say("Sent %d message(s)." % sent)
     conn.close()
 
 

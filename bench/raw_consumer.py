@@ -15,24 +15,18 @@ write (--ack each: what pika's consumer asks of the broker). Not an example
 of anything: it trusts the broker and checks almost nothing.
 """
 
-import argparse
 import struct
 import sys
 
+from client_cli import parser, say
 from raw_amqp import TAG, Connection, method, shortstr
 
-parser = argparse.ArgumentParser()
-parser.add_argument("url")
-parser.add_argument("--count", type=int, required=True)
-parser.add_argument("--prefetch", type=int, default=100)
-parser.add_argument("--ack", choices=["multiple", "each"], default="multiple")
-parser.add_argument("--exchange", default="test_message_exchange")
-parser.add_argument("--queue", default="test_message_queue")
-parser.add_argument("--routing-key", default="test_routing_key")
-parser.add_argument("--consumer-tag", default="test_consumer_tag")
+cli = parser(__doc__, consumer=True)
+cli.add_argument("--ack", choices=["multiple", "each"], default="multiple")
+
 
 def main():
-    args = parser.parse_args()
+    args = cli.parse_args()
     c = Connection(args.url)
     c.send(method(1, 20, 10, shortstr("")))
     c.expect(20, 11)
@@ -47,7 +41,7 @@ def main():
     c.expect(60, 11)
     c.send(method(1, 60, 20, b"\0\0" + shortstr(args.queue) + shortstr(args.consumer_tag) + b"\0\0\0\0\0"))
     c.expect(60, 21)
-    print("Waiting for messages on queue %r." % args.queue, file=sys.stderr, flush=True)
+    say("Waiting for messages on queue %r." % args.queue)
 
     out = sys.stdout.buffer
     ack_each = args.ack == "each"
@@ -74,7 +68,7 @@ def main():
     c.expect(20, 41)
     c.send(method(0, 10, 50, struct.pack("!H", 200) + shortstr("bye") + b"\0\0\0\0"))
     c.expect(10, 51)
-    print("Stopping after %d message(s)." % received, file=sys.stderr)
+    say("Stopping after %d message(s)." % received)
 
 
 if __name__ == "__main__":

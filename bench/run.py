@@ -1,16 +1,28 @@
 """Benchmark producer.py and consumer.py against the clients a user would pick.
 
     tox -e bench                                    # or: python bench/run.py [options]
-    python bench/run.py --messages 2000 --rounds 1  # a smoke run (about a minute)
+    tox -e bench -- --quick                         # a smoke run (about a minute)
+    tox -e bench -- --baseline DIR                  # also DIR's scripts (another checkout): new / baseline
+    tox -e bench -- --profile                       # also where the scripts' CPU goes (py-spy)
+    tox -e bench -- --quote-only                    # docs/benchmark.md's quote of bench/results.md, again
 
 Starts a throwaway RabbitMQ node (bench/node.py: the tests' way,
-tests/rabbitmq_nodes.py), then runs every client as a
-whole process, in rounds whose client order is rotated each round, on that
-node: the same durable exchange, queue and binding, small persistent bodies
-(16 bytes by default), prefetch 100 and one ack per message for consumers.
-Prints a Markdown table and writes it to bench/results.md. It measures and
-reports; it asserts no timings. It checks that the work was done (every
+tests/rabbitmq_nodes.py), then runs every client as a whole process, in
+rounds whose order is rotated each round and reversed every other round, on
+that node: the same durable exchange, queue and binding, small persistent
+bodies (16 bytes by default), prefetch 100 for consumers. Prints a Markdown
+report and writes it to bench/results.md (a smaller run: results-small.md);
+writing results.md, it also rewrites the quote of its goals in
+docs/benchmark.md, so that the figures there are the report's. It measures
+and reports; it asserts no timings. It checks that the work was done (every
 message in the queue, none left after a consumer) and stops if not.
+
+With --baseline DIR, DIR is another checkout of this project (the same
+layout: producer.py, consumer.py and the spec files at its root): its
+producer.py and consumer.py run too, as processes from DIR, in the same
+rounds beside this checkout's, and the report gives new / baseline for each
+producer, consumer and one-message line. Both run on this Python and its
+installed packages.
 
 What is measured is what a user gets:
 - a producer: from just before its process starts until the queue holds all N
@@ -18,7 +30,7 @@ What is measured is what a user gets:
   the process has exited: a client without confirms may exit before the broker
   has queued its backlog, and gets no credit for it);
 - a consumer: N messages already in the queue, from just before its process
-  starts until it has printed N lines and exited (after acking each); the
+  starts until it has printed N lines and exited (having acked them all); the
   queue must then be empty;
 - one message: start to exit of a producer sending one message (min of
   several runs), beside a bare `python -c "from twisted.internet import
@@ -45,16 +57,24 @@ from importlib import metadata
 from pathlib import Path
 
 import large_bodies
+import profiling
 from measure import (AMQP_PUBLISH, AMQP_TOOLS_HINT, EXCHANGE, HERE, KEY, PY, QUEUE, BenchError, QueueProbe,
-                     aio_pika_consumer, aio_pika_producer, amqp_publish, broker_limit, compile_ours, ours_consumer,
-                     ours_producer, pika_consumer, pika_producer, raw_consumer, run, write_bodies)
-from node import throwaway_node
+                     aio_pika_consumer, aio_pika_producer, amqp_publish, broker_limit, compile_ours, describe,
+                     ours_consumer, ours_producer, pika_consumer, pika_producer, raw_consumer, run, write_bodies)
+from node import ROOT, throwaway_node
 
 BIG_QUEUE, BIG_KEY = "bench_big_queue", "bench_big_key"  # a lazy queue (policy) for the memory runs
 DEFAULT_MESSAGES, DEFAULT_ROUNDS = 50_000, 3
 REACTOR_IMPORT = "python -c 'from twisted.internet import reactor'"
 LIMIT_LABEL = "the broker's limit: a raw client with confirms (bench/broker_limit.py)"
 CONSUMER_LIMIT_LABEL = "the broker's limit: a raw consumer acking each read with multiple (bench/raw_consumer.py)"
+BASELINE = ", baseline"  # what a label of the baseline's scripts ends with
+TOLERANCE = 0.05  # --baseline: a line is "within" if new is at most this much slower than the baseline
+RESULTS = HERE / "results.md"
+QUOTED_IN = ROOT / "docs" / "benchmark.md"
+QUOTE_START = "<!-- Quoted from bench/results.md by bench/run.py; edit nothing down to the closing comment. -->"
+QUOTE_END = "<!-- End of the quote from bench/results.md. -->"
+QUOTED_SECTIONS = ("Goals", "Against the baseline")
 
 
 @dataclass
@@ -64,8 +84,31 @@ class Client:
     consumer: bool
     command: object  # (url, args) -> argv
     count: int  # messages per run
+    cwd: Path = ROOT  # where it runs: our scripts run in the root of their checkout
+    spec: str | None = None  # for producer.py and consumer.py: the spec file
     runs: list = field(default_factory=list)  # Run objects
     rates: list = field(default_factory=list)  # msg/s per round, None for a round that did not run it
+
+    @property
+    def script(self):
+        return self.spec is not None
+
+    def cpu_us(self):
+        """CPU time per message, µs, median of the runs."""
+        return statistics.median(r.cpu / self.count * 1e6 for r in self.runs)
+
+    def rss(self):
+        """Peak RSS, MiB, median of the runs that saw it (None if none did)."""
+        rss = [r.rss_mib for r in self.runs if r.rss_mib is not None]
+        return statistics.median(rss) if rss else None
+
+
+def checkouts(args):
+    """(key suffix, label suffix, root): this checkout, then the baseline's if given."""
+    out = [("", "", ROOT)]
+    if args.baseline:
+        out.append((" baseline", BASELINE, args.baseline))
+    return out
 
 
 def say(text):
@@ -74,32 +117,50 @@ def say(text):
 
 # --- the clients ----------------------------------------------------------------
 
-def clients_for(args):
-    """The benchmark's clients, in the order of a round: each producer is
-    followed by a consumer of the same family, so that the consumer can take
-    what the producer left in the queue."""
+def client_groups(args):
+    """The benchmark's clients, in groups that run back to back: a producer
+    followed by the consumer of its family, so that the consumer can take
+    what the producer left in the queue. The baseline's scripts come right
+    after ours."""
     n = args.messages
-    out = []
+    groups = []
     for spec in args.specs:
-        out += [Client(f"p {spec}", f"producer.py {spec}", False, lambda url, a, s=spec: ours_producer(url, s), n),
-                Client(f"c {spec}", f"consumer.py {spec}", True,
-                       lambda url, a, s=spec: ours_consumer(url, s, a.messages, a.prefetch), n)]
-    out += [Client("p pika", "pika 1.4, no confirms", False, lambda url, a: pika_producer(url, False), n),
-            Client("c pika", "pika 1.4 consumer", True,
-                   lambda url, a: pika_consumer(url, a.messages, a.prefetch), n),
-            Client("p aio-pika", f"aio-pika 10, confirms, {args.in_flight:,} in flight", False,
-                   lambda url, a: aio_pika_producer(url, in_flight=a.in_flight), n),
-            Client("c aio-pika", "aio-pika 10 consumer", True,
-                   lambda url, a: aio_pika_consumer(url, a.messages, a.prefetch), n)]
-    out += [Client("p limit", LIMIT_LABEL, False, lambda url, a: broker_limit(url), n),
-            Client("c limit", CONSUMER_LIMIT_LABEL, True, lambda url, a: raw_consumer(url, a.messages, a.prefetch), n)]
+        for key, suffix, root in checkouts(args):
+            groups.append([
+                Client(f"p {spec}{key}", f"producer.py {spec}{suffix}", False,
+                       lambda url, a, s=spec: ours_producer(url, s), n, root, spec),
+                Client(f"c {spec}{key}", f"consumer.py {spec}{suffix}", True,
+                       lambda url, a, s=spec: ours_consumer(url, s, a.messages, a.prefetch), n, root, spec)])
+    groups += [[Client("p pika", "pika 1.4, no confirms", False, lambda url, a: pika_producer(url, False), n),
+                Client("c pika", "pika 1.4 consumer, an ack per message", True,
+                       lambda url, a: pika_consumer(url, a.messages, a.prefetch), n)],
+               [Client("p aio-pika", f"aio-pika 10, confirms, {args.in_flight:,} in flight", False,
+                       lambda url, a: aio_pika_producer(url, in_flight=a.in_flight), n),
+                Client("c aio-pika", "aio-pika 10 consumer, an ack per message", True,
+                       lambda url, a: aio_pika_consumer(url, a.messages, a.prefetch), n)],
+               [Client("p limit", LIMIT_LABEL, False, lambda url, a: broker_limit(url), n),
+                Client("c limit", CONSUMER_LIMIT_LABEL, True,
+                       lambda url, a: raw_consumer(url, a.messages, a.prefetch), n)]]
     if AMQP_PUBLISH:
-        out.append(Client("p amqp-publish", "amqp-publish -l -p (amqp-tools, C), no confirms", False,
-                          lambda url, a: amqp_publish(url), n))
+        groups.append([Client("p amqp-publish", "amqp-publish -l -p (amqp-tools, C), no confirms", False,
+                              lambda url, a: amqp_publish(url), n)])
     if args.confirm_messages:
-        out.append(Client("p pika confirm", f"pika 1.4, a confirm after each message ({args.confirm_messages:,} "
-                          "per run)", False, lambda url, a: pika_producer(url, True), args.confirm_messages))
-    return out
+        groups.append([Client("p pika confirm", f"pika 1.4, a confirm after each message "
+                              f"({args.confirm_messages:,} per run)", False,
+                              lambda url, a: pika_producer(url, True), args.confirm_messages)])
+    return groups
+
+
+def round_order(groups, round_no, rounds):
+    """The clients of round round_no: the groups rotated by a share of them
+    each round, and reversed every other round (so that ours and the
+    baseline's take turns going first), each group's clients in order."""
+    step = max(1, len(groups) // max(rounds, 1))
+    shift = (round_no * step) % len(groups)
+    order = groups[shift:] + groups[:shift]
+    if round_no % 2:
+        order.reverse()
+    return [client for group in order for client in group]
 
 
 # --- the benchmark ----------------------------------------------------------------
@@ -112,48 +173,46 @@ def measure_client(client, url, broker, args, data, line_size):
         if broker.depth() != n:  # what the previous producer left is not N messages: refill, untimed
             broker.purge()
             broker.fill([data[i * line_size:(i + 1) * line_size - 1] for i in range(n)])
-        result = run(client.command(url, args), watch_stdout=True)
+        result = run(client.command(url, args), watch_stdout=True, cwd=client.cwd)
         if result.lines != n:
             raise BenchError(f"{client.label} printed {result.lines} lines, not {n}")
         broker.wait_depth(0, client.label, wait=30)
         seconds = result.seconds
     else:
         broker.purge()
-        result = run(client.command(url, args), data[:n * line_size])
+        result = run(client.command(url, args), data[:n * line_size], cwd=client.cwd)
         seconds = broker.wait_depth(n, client.label) - result.started
     client.runs.append(result)
     return n / seconds
 
 
 def throughput(url, broker, args, data, line_size):
-    clients = clients_for(args)
-    step = max(1, len(clients) // max(args.rounds, 1))
+    groups = client_groups(args)
     for round_no in range(args.rounds):
-        shift = (round_no * step) % len(clients)
-        for client in clients[shift:] + clients[:shift]:
+        for client in round_order(groups, round_no, args.rounds):
             rate = measure_client(client, url, broker, args, data, line_size)
             client.rates.append(rate)
             say(f"round {round_no + 1}: {client.label}: {rate:,.0f} msg/s")
-    return {c.key: c for c in clients}
+    return {c.key: c for group in groups for c in group}
 
 
 def one_message(url, broker, args):
     """Start-to-exit times of a producer sending one message and of the
     imports a user waits for anyway; args.single runs each, alternating order."""
-    cases = [(f"producer.py {spec}, one message", ours_producer(url, spec, "one message"), 1)
-             for spec in args.specs]
-    cases += [(REACTOR_IMPORT, [PY, "-c", "from twisted.internet import reactor"], 0),
-              ("pika 1.4, one message, no confirms", pika_producer(url, False, "one message"), 1),
-              ("aio-pika 10, one message, confirmed", aio_pika_producer(url, "one message"), 1)]
+    cases = [(f"producer.py {spec}{suffix}, one message", ours_producer(url, spec, "one message"), 1, root)
+             for spec in args.specs for _, suffix, root in checkouts(args)]
+    cases += [(REACTOR_IMPORT, [PY, "-c", "from twisted.internet import reactor"], 0, ROOT),
+              ("pika 1.4, one message, no confirms", pika_producer(url, False, "one message"), 1, ROOT),
+              ("aio-pika 10, one message, confirmed", aio_pika_producer(url, "one message"), 1, ROOT)]
     if AMQP_PUBLISH:
-        cases.append(("amqp-publish -p -b, one message", amqp_publish(url, "one message"), 1))
-    cases.append(("python -c pass", [PY, "-c", "pass"], 0))
-    times = {label: [] for label, _, _ in cases}
+        cases.append(("amqp-publish -p -b, one message", amqp_publish(url, "one message"), 1, ROOT))
+    cases.append(("python -c pass", [PY, "-c", "pass"], 0, ROOT))
+    times = {label: [] for label, _, _, _ in cases}
     sent = 0
     broker.purge()
     for i in range(args.single):
-        for label, cmd, n in (cases if i % 2 == 0 else cases[::-1]):
-            times[label].append(run(cmd).seconds)
+        for label, cmd, n, cwd in (cases if i % 2 == 0 else cases[::-1]):
+            times[label].append(run(cmd, cwd=cwd).seconds)
             sent += n
     broker.wait_depth(sent, "the one-message producers", wait=30)
     broker.purge()
@@ -161,7 +220,7 @@ def one_message(url, broker, args):
 
 
 def memory(url, broker, args, node):
-    """Each spec's producer.py sending args.medium, then args.big messages into a
+    """Each spec's producer.py (this checkout's) sending args.medium, then args.big messages into a
     lazy queue (so that the node pages them to disk instead of holding them in
     memory), and consumer.py taking them: flat peak RSS means the scripts keep
     a bounded number of messages in hand, however many pass through."""
@@ -275,7 +334,53 @@ def limit_note(clients):
             "confirms."]
 
 
-def report(args, clients, single, big, large, header):
+def against_baseline(args, clients, single):
+    """The section --baseline adds: new / baseline for each line of our scripts."""
+    low, high = 1 - TOLERANCE, 1 + TOLERANCE
+    out = ["## Against the baseline", "",
+           f"This checkout, {ROOT} at {describe(ROOT)}, against the baseline, {args.baseline} at "
+           f"{describe(args.baseline)}: the same lines of each, in the same rounds on the same node, on the same "
+           "Python and packages. msg/s: new / baseline within each round, min / median / max (above 1: new is "
+           "faster). One message: start-to-exit time new / baseline, of the mins and of the medians (below 1: "
+           f"new is quicker). A line is within {TOLERANCE:.0%} if its median ratio is at least {low:.2f} (one "
+           f"message: the ratio of the mins at most {high:.2f}). On a machine shared with other work the "
+           "rates of single rounds swing far more than that for the same code; CPU per message (medians) swings "
+           "less.", "",
+           "| line | msg/s new, median | baseline | new / baseline, min | median | max "
+           "| CPU µs/msg, new / baseline | peak RSS MiB, new / baseline | |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    slower = []
+    for spec in args.specs:
+        for kind in "pc":
+            new, base = clients[f"{kind} {spec}"], clients[f"{kind} {spec} baseline"]
+            ratios = ratio_values(clients, new.key, base.key)
+            within = statistics.median(ratios) >= low
+            if not within:
+                slower.append(new.label)
+            out.append(f"| {new.label} | {statistics.median(new.rates):,.0f} | {statistics.median(base.rates):,.0f} "
+                       f"| {' | '.join(spread(ratios, '{:.2f}'))} "
+                       f"| {new.cpu_us():.1f} / {base.cpu_us():.1f} = {new.cpu_us() / base.cpu_us():.2f} "
+                       f"| {mib(new.rss())} / {mib(base.rss())} "
+                       f"| {f'within {TOLERANCE:.0%}' if within else f'more than {TOLERANCE:.0%} slower'} |")
+    out += ["", "| line | ms new, min / median | baseline | new / baseline, of the mins | of the medians | |",
+            "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for spec in args.specs:
+        label = f"producer.py {spec}, one message"
+        new, base = single[label], single[f"producer.py {spec}{BASELINE}, one message"]
+        by_min = min(new) / min(base)
+        within = by_min <= high
+        if not within:
+            slower.append(label)
+        out.append(f"| {label} | {min(new) * 1e3:.0f} / {statistics.median(new) * 1e3:.0f} "
+                   f"| {min(base) * 1e3:.0f} / {statistics.median(base) * 1e3:.0f} | {by_min:.2f} "
+                   f"| {statistics.median(new) / statistics.median(base):.2f} "
+                   f"| {f'within {TOLERANCE:.0%}' if within else f'more than {TOLERANCE:.0%} slower'} |")
+    out += ["", f"More than {TOLERANCE:.0%} slower than the baseline: {', '.join(slower)}." if slower
+            else f"No line is more than {TOLERANCE:.0%} slower than the baseline."]
+    return out + [""]
+
+
+def report(args, clients, single, big, large, header, profile):
     goals = Goals()
     n = args.messages
     out = [
@@ -283,15 +388,17 @@ def report(args, clients, single, big, large, header):
         "",
         *header,
         "",
-        f"Each client ran as a whole process, {args.rounds} round(s) with the client order rotated each round, "
+        f"Each client ran as a whole process, {args.rounds} round(s) with the client order rotated each round "
+        "and reversed every other round, "
         f"on one throwaway RabbitMQ node: durable exchange, queue and binding; {args.body_size}-byte persistent "
         f"bodies; {n:,} messages per run. Producer msg/s: messages in the queue per second, from just before "
         "the process started until the queue held all N (its depth polled with a passive queue.declare after "
         "the process exited: a client without confirms gets no credit for a backlog the broker has not queued "
-        f"yet). Consumer msg/s: N messages waiting in the queue, prefetch {args.prefetch}, one ack per message, "
-        "each message printed as one line on stdout (a pipe the bench drains), from start until the process "
-        "exited having printed N lines, with the queue then empty. Figures are min / median / max over the "
-        "rounds; CPU (user + system time of the process per message) and peak RSS are medians. "
+        f"yet). Consumer msg/s: N messages waiting in the queue, prefetch {args.prefetch}, each message printed "
+        "as one line on stdout (a pipe the bench drains) and acked (consumer.py and the raw consumer: one "
+        "basic.ack with multiple for the messages of a read; pika and aio-pika: one per message), from start "
+        "until the process exited having printed N lines, with the queue then empty. Figures are min / median / "
+        "max over the rounds; CPU (user + system time of the process per message) and peak RSS are medians. "
         "pika, aio-pika and amqp-publish speak AMQP 0-9-1. The broker's limit is bench/broker_limit.py: "
         "producer.py's guarantee (persistent, mandatory, publisher confirms) from a raw-socket client that "
         "encodes every message before it connects; for consumers, bench/raw_consumer.py, a raw-socket "
@@ -303,10 +410,7 @@ def report(args, clients, single, big, large, header):
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in clients.values():
-        rss = [r.rss_mib for r in c.runs if r.rss_mib is not None]
-        out.append(f"| {c.label} | {' | '.join(spread(c.rates))} "
-                   f"| {statistics.median(r.cpu / c.count * 1e6 for r in c.runs):.0f} "
-                   f"| {mib(statistics.median(rss) if rss else None)} |")
+        out.append(f"| {c.label} | {' | '.join(spread(c.rates))} | {c.cpu_us():.0f} | {mib(c.rss())} |")
     if not AMQP_PUBLISH:
         out += ["", f"Not measured: {AMQP_TOOLS_HINT}."]
     out += ["", "amqp-consume (amqp-tools) has no fair consumer comparison: it starts a new process (the command "
@@ -395,12 +499,45 @@ def report(args, clients, single, big, large, header):
             goals.add(f"{ours}: peak RSS flat from {lo} to {hi} bodies of 1 MiB",
                       f"{mib(small)} → {mib(big_run)} MiB", "flat", flat)
 
-    # The goals come first, before the tables they summarise.
+    out += ["", *profile]
+
+    # The goals come first, before the tables they summarise, then the baseline.
     at = out.index("## Throughput")
     out[at:at] = ["## Goals", "", "Checked against the medians below (one message: the min of the runs).", "",
                   "| what | measured | goal | |", "| --- | ---: | --- | --- |", *goals.rows, "",
-                  *limit_note(clients), ""]
-    return "\n".join(out) + "\n"
+                  *limit_note(clients), "",
+                  *(against_baseline(args, clients, single) if args.baseline else [])]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+# --- the quote in docs/benchmark.md ----------------------------------------------
+
+def quote(results=RESULTS, doc=QUOTED_IN):
+    """Rewrite the block between QUOTE_START and QUOTE_END in doc: the run's
+    header lines and its QUOTED_SECTIONS, as the report at results has them."""
+    preamble, sections, title = [], {}, None
+    for line in results.read_text().splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+            sections[title] = []
+        elif title is None:
+            preamble.append(line)
+        else:
+            sections[title].append(line)
+    relative = Path("..") / results.relative_to(ROOT)
+    block = [QUOTE_START, "", f"From [{results.relative_to(ROOT)}]({relative}), as the run wrote it:", "",
+             *(line for line in preamble if line.startswith(("Run ", "Machine:", "Software:"))), ""]
+    for title in QUOTED_SECTIONS:
+        if title in sections:
+            block += [f"### {title}", "", "\n".join(sections[title]).strip("\n"), ""]
+    block += [QUOTE_END]
+    text = doc.read_text()
+    if text.count(QUOTE_START) != 1 or text.count(QUOTE_END) != 1:
+        raise BenchError(f"{doc} has no block to quote {results.name} in (its marker comments)")
+    head, rest = text.split(QUOTE_START)
+    tail = rest.split(QUOTE_END)[1]
+    doc.write_text(head + "\n".join(block) + tail)
+    say(f"{doc.relative_to(ROOT)}: the quote of {results.relative_to(ROOT)} rewritten")
 
 
 def parse_args(argv=None):
@@ -420,12 +557,27 @@ def parse_args(argv=None):
     parser.add_argument("--big", type=int, default=None,
                         help="messages for the larger memory run (default 20 x --messages; 0: skip)")
     parser.add_argument("--specs", nargs="+", default=["amqp0-9-1.xml", "amqp0-8.xml"])
-    large_bodies.add_arguments(parser, huge=None, one_mib=None)
+    large_bodies.add_arguments(parser)
+    parser.add_argument("--baseline", metavar="DIR", type=Path,
+                        help="another checkout of this project: run its producer.py and consumer.py too, in the "
+                             "same rounds, and report new / baseline for each of their lines")
+    parser.add_argument("--profile", action="store_true",
+                        help="then run each of our scripts once more under py-spy: where its CPU time goes, "
+                             "and the imports of its start-up (bench/profiling.py)")
     parser.add_argument("--quick", action="store_true", help="the same as --messages 2000 --rounds 1")
     parser.add_argument("--output", default=None,
                         help='where to write the report (default bench/results.md for a run at the default '
-                             'size or larger, else bench/results-small.md; "" for no file)')
+                             'size or larger, else bench/results-small.md; "" for no file). Writing '
+                             'bench/results.md also rewrites its quote in docs/benchmark.md')
+    parser.add_argument("--quote-only", action="store_true",
+                        help="run nothing: rewrite the quote of bench/results.md in docs/benchmark.md")
     args = parser.parse_args(argv)
+    if args.baseline:
+        args.baseline = args.baseline.resolve()
+        missing = [name for name in ("producer.py", "consumer.py", *args.specs)
+                   if not (args.baseline / name).is_file()]
+        if missing:
+            parser.error(f"--baseline {args.baseline}: not a checkout of this project (no {', '.join(missing)})")
     if args.quick:
         args.messages, args.rounds = 2000, 1
     # The other sizes follow --messages, so that a small run is small throughout.
@@ -453,7 +605,11 @@ def parse_args(argv=None):
 
 def main():
     args = parse_args()
-    compile_ours()
+    if args.quote_only:
+        quote()
+        return
+    for _, _, root in checkouts(args):
+        compile_ours(root)
     if not AMQP_PUBLISH:
         say(f"bench: {AMQP_TOOLS_HINT}")
     command = "python bench/run.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
@@ -476,6 +632,7 @@ def main():
             clients = throughput(node.url, broker, args, data, line_size)
             big = memory(node.url, broker, args, node) if args.big else {}
             large = large_bodies.measure(node.url, broker, node, args) if args.huge or args.one_mib else {}
+            profile = profiling.profile(node.url, broker, args, clients, data, line_size) if args.profile else []
             elapsed = (datetime.datetime.now().astimezone() - started).total_seconds()
             header = [
                 f"Run {started:%Y-%m-%d %H:%M %Z} with `{command}` in {elapsed:.0f} s.",
@@ -485,11 +642,13 @@ def main():
             ]
         finally:
             broker.close()
-    text = report(args, clients, single, big, large, header)
+    text = report(args, clients, single, big, large, header, profile)
     print(text)
     if args.output:
         Path(args.output).write_text(text)
         say(f"written to {args.output}")
+        if Path(args.output).resolve() == RESULTS:
+            quote()
 
 
 if __name__ == "__main__":
