@@ -73,15 +73,14 @@ class Codec(codec.Codec):
         return decode_fields(data, 0, size, {})
 
 
-# Field tables: each value is a type letter and its bytes. AMQP 0-9-1's
-# specification and RabbitMQ's errata give two lists of letters, clients
-# write letters from both, so every letter of either is read (brokers pass
-# headers on as published). Where they disagree, a letter means what RabbitMQ
-# and the common clients (pika, py-amqp, amqplib) make of it: 's' a signed
-# 16-bit integer (a short string in the specification, which nobody writes in
-# tables), 'l' a signed 64-bit integer (unsigned in the specification); 'L'
-# (signed 64-bit, the specification's) is what py-amqp writes for large
-# integers, 'U' (signed 16-bit) is the specification's, 'x' (bytes) RabbitMQ's.
+# Field tables: a type letter, then the value's bytes. Every letter of AMQP
+# 0-9-1's specification and of RabbitMQ's errata is read (clients write both;
+# brokers pass headers on as published). Where they disagree, a letter means
+# what RabbitMQ, pika, py-amqp and amqplib make of it: 's' a signed 16-bit
+# integer (the specification's short string, unused in tables), 'l' signed
+# 64-bit (unsigned in the specification). 'L' (signed 64-bit) is the
+# specification's and what py-amqp writes for large integers, 'U' (signed
+# 16-bit) the specification's, 'x' (bytes) RabbitMQ's.
 FIELD_NUMBERS = {ord(letter): struct.Struct(fmt) for letter, fmt in {
     "b": "!b", "B": "!B", "U": "!h", "u": "!H", "s": "!h", "I": "!i", "i": "!I",
     "L": "!q", "l": "!q", "f": "!f", "d": "!d", "T": "!Q",  # T: seconds since 1970, UTC
