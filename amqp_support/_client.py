@@ -362,7 +362,7 @@ class AMQClient(protocol.AMQClient):
         self.broker: BrokerURL | None = None  # once connected_to() says
         # txamqp's writer and dispatch queues: unused, write() and receive() replace them.
         self.outgoing = self.work = None
-        self._positions: dict[SpecMethod, dict[str, int]] = {}  # for Message
+        self._positions: dict[SpecMethod, dict[str, int]] = {}  # each method's, for Message
         self.login_timeout = login_timeout
         self._login_timer: Timer | None = None
         self.opened: Deferred[AMQClient] = defer.Deferred()
@@ -415,8 +415,8 @@ class AMQClient(protocol.AMQClient):
             for frame in frames:
                 payload = frame.payload
                 if type(payload) is Body and len(payload.content) > 4096:
-                    # A frame of a large body: its bytes as they are, copied
-                    # only once, by the join below (Twisted writes only bytes).
+                    # Speed only: a large body frame's bytes as they are, copied
+                    # once, by the join below (Twisted writes only bytes).
                     size = len(payload.content)
                     pieces += (FRAME_HEADER.pack(PAYLOAD_TYPES[Body], frame.channel, size),
                                payload.content, FRAME_END_BYTE)
@@ -444,6 +444,7 @@ class AMQClient(protocol.AMQClient):
         self._unsent.append(data)
 
     def flush(self) -> None:
+        """Speed only: write what write_soon() holds."""
         if self._unsent and not self.transport_lost:
             self._quiet = False
             self.transport.write(b"".join(self._unsent))
