@@ -37,8 +37,7 @@ if TYPE_CHECKING:
     from amqp_support._publish import Outbox
     from amqp_support._url import BrokerURL
 
-# Why a connection, channel or queue ended: a Failure, an exception, or the
-# broker's connection.close or channel.close (a txamqp Message).
+# Why a connection, channel or queue ended: a Failure, an exception, or the broker's close (a Message).
 Reason: TypeAlias = Failure | BaseException | message.Message
 
 
