@@ -168,8 +168,7 @@ class AMQChannel(protocol.AMQChannel):
         self.publisher: Outbox | None = None  # what publishes here: see report_to
 
     def report_to(self, publisher: Outbox) -> None:
-        """Hand the broker's basic.ack, basic.nack and basic.return on this
-        channel to publisher (its settle() and returned()), from now on."""
+        """From now on, the broker's basic.ack, basic.nack and basic.return here go to publisher."""
         self.publisher = publisher
 
     def do_close(self, reason: Reason) -> None:
@@ -374,8 +373,7 @@ class AMQClient(protocol.AMQClient):
         self._unsent: list[bytes] = []  # what write_soon() holds until the reactor turns
 
     def connected_to(self, broker: BrokerURL) -> None:
-        """This connection goes to broker: authenticate() opens its virtual
-        host, and a program logs in with its credentials."""
+        """This connection goes to broker: authenticate() opens its vhost; log in with its credentials."""
         self.broker = broker
         self.vhost = broker.vhost
 
@@ -435,9 +433,8 @@ class AMQClient(protocol.AMQClient):
         self.transport.write(data)
 
     def write_soon(self, data: bytes) -> None:
-        """Speed only: whole frames, to the broker once the reactor turns, with whatever
-        else came by then: one write for the messages published between two turns
-        (a write costs more than encoding a small message)."""
+        """Speed only: whole frames, to the broker once the reactor turns: one write for the messages
+        published between two turns (a write costs more than encoding a small message)."""
         if not self._unsent:
             self.clock.callLater(0, self.flush)
         self._unsent.append(data)
@@ -449,10 +446,9 @@ class AMQClient(protocol.AMQClient):
             self.transport.write(b"".join(self._unsent))
         self._unsent.clear()
 
-    # Speed only: heartbeats. Any frame tells the broker we are alive. txamqp
-    # restarts a timer on every frame it sends (a cancelled and a new delayed
-    # call per message); this one runs every half interval and sends a
-    # heartbeat if nothing went out since it last ran.
+    # Speed only: heartbeats. Any frame tells the broker we are alive; txamqp restarts a timer on
+    # every frame it sends (a cancelled and a new delayed call per message), this one runs every
+    # half interval and sends a heartbeat if nothing went out since it last ran.
 
     def reschedule_send_heartbeat(self) -> None:
         if self.heartbeatInterval > 0 and not self.sendHB.running:

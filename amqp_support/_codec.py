@@ -48,9 +48,8 @@ class Codec(codec.Codec):
     """txamqp's Codec, with strings sized in bytes and full field tables."""
 
     def read(self, n: int) -> bytes:
-        # Bits share an octet only with the bits next to them: what is left
-        # of the last one is not for a bit after other fields (txamqp's
-        # decode_bit would take it).
+        # Bits share an octet only with the bits next to them: what is left of the
+        # last one is not for a bit after other fields (txamqp's decode_bit takes it).
         self.incoming_bits.clear()
         data = super().read(n)
         if len(data) < n:  # txamqp's returns what is there

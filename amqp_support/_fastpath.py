@@ -1,12 +1,10 @@
 """Speed only: the frames of ordinary messages without txamqp's codec.
 
-Each function gives exactly what amqp_support._codec gives, or None, and the
-caller then takes _codec's general way (which also says what is wrong with a
-bad frame); tests/test_spec.py checks both ways agree. The methods and
-properties of every message (basic.publish, basic.deliver, basic.ack, their
-content headers) are numbers, short strings and one run of bits: struct
-encodes and decodes those directly; tables, long strings, odd values go the
-general way.
+Each function gives exactly what amqp_support._codec gives, or None, and the caller then
+takes _codec's general way (which also says what is wrong with a bad frame); tests/test_spec.py
+checks both agree. The fields of every message's methods and properties (basic.publish,
+basic.deliver, basic.ack, content headers) are numbers, short strings and one run of bits:
+struct does those directly; tables, long strings, odd values go the general way.
 """
 
 import struct
