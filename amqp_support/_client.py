@@ -1,38 +1,61 @@
 """txamqp's AMQClient, AMQChannel and TwistedDelegate, fixed for today's brokers.
 
-A program uses these exactly as txamqp's own (conn.authenticate,
-conn.channel, chan.basic_publish, conn.queue, ...); what changes is below
-the calls. Some of the methods overridden here are txamqp's internals, not
-its public interface, so this module is written for one release, txamqp
-0.8.2, and refuses to load with any other (UnsupportedTxamqp, one line).
-
-Each override, why (the txamqp bug or the missing feature), and the test
-that fails on stock txamqp are in one table: docs/how-it-is-built.md,
-"What replaces txamqp". Sections marked "Speed only" change no behaviour.
+A program uses these exactly as txamqp's own (conn.authenticate, conn.channel,
+chan.basic_publish, conn.queue, ...). Some overrides are of txamqp's internals,
+so this module is for txamqp 0.8.2 only and refuses to load with any other
+(UnsupportedTxamqp). Each override, why, and the test that fails on stock
+txamqp: docs/how-it-is-built.md, "What replaces txamqp". Sections marked
+"Speed only:" change no behaviour; the rest are correctness fixes.
 """
+
+from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable, Generator, Iterable, Sequence
 from time import time
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 import txamqp
 from txamqp import client, message, protocol, queue
 from txamqp.connection import Body, Frame, Header, Method
 from txamqp.content import Content
 
-from amqp_support._codec import FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, ContentHeader
+from amqp_support._codec import (FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, ContentHeader, Payload, Spec,
+                                 SpecClass, SpecMethod)
 from amqp_support._errors import (ConsumerCancelled, CutMidFrame, FrameError, HeartbeatMissed, LoginRefused,
                                   ProtocolRefused, UnexpectedMethod, UnsupportedTxamqp)
 from amqp_support._fastpath import MessageFrames, pack_frame, unpack_payload
 from amqp_support._protocol import protocol_header
 from amqp_support._status import log as status_log
 
+if TYPE_CHECKING:
+    from amqp_support._publish import Outbox
+    from amqp_support._url import BrokerURL
+
+# Why a connection, channel or queue ended: a Failure, an exception, or the broker's close (a Message).
+Reason: TypeAlias = Failure | BaseException | message.Message
+
+
+# What a connection needs of IReactorTime (a reactor, task.Clock) and of the
+# IDelayedCall it returns: mypy reads zope interfaces only with mypy-zope.
+class ReactorTime(Protocol):
+    def callLater(self, delay: float, callable: Callable[..., object], *args: object, **kw: object) -> IDelayedCall: ...
+
+
+class Timer(Protocol):
+    def active(self) -> bool: ...
+    def cancel(self) -> None: ...
+
+
 TXAMQP_VERSION = "0.8.2"  # the release whose internals this module overrides
 
 
-def check_txamqp(installed):
+def check_txamqp(installed: str) -> None:
     if installed != TXAMQP_VERSION:
         raise UnsupportedTxamqp(
             "amqp_support works with txamqp %s only (it overrides that release's internals),"
@@ -40,10 +63,9 @@ def check_txamqp(installed):
             % (TXAMQP_VERSION, installed, TXAMQP_VERSION))
 
 
-def installed_txamqp():
-    """The release of txamqp that is imported. Its dist-info folder beside
-    it says so at once; importlib.metadata (some milliseconds of start-up
-    to import) is asked only when that is not the expected one."""
+def installed_txamqp() -> str:
+    """The release of txamqp imported: its dist-info folder beside it says so at once;
+    importlib.metadata (milliseconds of start-up) is asked only when that is not 0.8.2's."""
     site = os.path.dirname(os.path.dirname(txamqp.__file__))
     if os.path.isdir(os.path.join(site, "txamqp-%s.dist-info" % TXAMQP_VERSION)):
         return TXAMQP_VERSION
@@ -60,31 +82,30 @@ check_txamqp(installed_txamqp())
 class ReasonQueue(queue.TimeoutDeferredQueue):
     """A consumer queue whose get() fails with the reason it was closed."""
 
-    reason = None
+    reason: Reason | None = None
 
-    def close(self, reason=None):
+    def close(self, reason: Reason | None = None) -> None:
         if self.reason is None:
             self.reason = reason
         super().close()
 
-    def put_all(self, items):
-        """Put several at once: whoever waits gets the first while the others
-        are in `pending` already, so a consumer can tell the last of the
-        messages that arrived together (pending is empty)."""
+    def put_all(self, items: Sequence[Message]) -> None:
+        """Put several at once: whoever waits gets the first with the others in
+        `pending` already, so a consumer can tell the last of a batch (pending is empty)."""
         if self.waiting:
             self.pending.extend(items[1:])
             self.waiting.pop(0).callback(items[0])
         else:
             self.pending.extend(items)
 
-    def get(self, timeout=None):
-        # A message that is here already: at once, as a fired Deferred, without
-        # the check for the end of the queue that txamqp adds to every get.
+    def get(self, timeout: float | None = None) -> Deferred[Message]:
+        # Speed only: a message that is here already, as a fired Deferred,
+        # without the end-of-queue check txamqp adds to every get.
         if self.pending and self.pending[0] is not self.END:
             return defer.succeed(self.pending.pop(0))
         return super().get(timeout)
 
-    def _raise_if_closed(self, result, call_id):
+    def _raise_if_closed(self, result: object, call_id: Timer | None) -> Message:
         try:
             return super()._raise_if_closed(result, call_id)
         except queue.Closed:
@@ -92,19 +113,21 @@ class ReasonQueue(queue.TimeoutDeferredQueue):
 
 
 class Message(message.Message):
-    """txamqp's Message (msg.delivery_tag, msg.content, ...). Speed only:
-    made and read with less work per message. txamqp's looks up each field
-    of the method by its name and position through its __getattr__ and
-    __setattr__, for every access, the three of __init__ included; this one
-    reads `positions`, {python name of a field: its place}, made once per
-    method by the connection."""
+    """txamqp's Message (msg.delivery_tag, msg.content, ...). Speed only: txamqp's
+    finds a field by its name and position on every access (the three of
+    __init__ too); this one reads `positions`, {python name of a field: its
+    place}, made once per method by the connection."""
 
-    def __init__(self, method, fields, content=None, positions=None):
+    content: ReceivedContent | None
+    _positions: dict[str, int]
+
+    def __init__(self, method: SpecMethod, fields: Sequence[Any], content: ReceivedContent | None = None,
+                 positions: dict[str, int] | None = None) -> None:
         if positions is None:
             positions = {name: method.fields.index(field) for name, field in method.fields.bypyname.items()}
         self.__dict__.update(method=method, fields=fields, content=content, _positions=positions)
 
-    def __getattr__(self, attr):
+    def __getattr__(self, attr: str) -> Any:
         # Only for the method's fields: what __init__ set is in __dict__.
         try:
             return self.fields[self._positions[attr]]
@@ -113,42 +136,42 @@ class Message(message.Message):
 
 
 class ReceivedContent(Content):
-    """A message's content as received: txamqp's Content (body, properties),
-    the body always bytes, and property_error: None, or what of the
-    properties could not be decoded (they hold the rest)."""
+    """A message's content as received: txamqp's Content, and property_error:
+    what of the properties could not be decoded, if anything (they hold the rest)."""
 
-    def __init__(self, body, properties, property_error=None):
+    body: bytes
+    properties: dict[str, Any]
+
+    def __init__(self, body: bytes, properties: dict[str, Any], property_error: str | None = None) -> None:
         super().__init__(body, [], properties)
         self.property_error = property_error
 
 
 class Incoming:
-    """A message coming in on a channel: its method frame, then one content
-    header, then body frames until `due` bytes have come."""
+    """A message coming in on a channel: its method, content header, and body until `due` bytes have come."""
 
     __slots__ = ("method", "header", "chunks", "due")
 
-    def __init__(self, method):
+    def __init__(self, method: Method) -> None:
         self.method = method
-        self.header = None
-        self.chunks = []
+        self.header: ContentHeader | None = None
+        self.chunks: list[bytes] = []
         self.due = 0
 
 
 class AMQChannel(protocol.AMQChannel):
-    def __init__(self, id, outgoing, client):
-        super().__init__(id, outgoing, client)
-        self.consumer_tags = set()  # the consumers started on this channel
-        # What publishes on this channel (an Outbox): the delegate hands it
-        # the broker's basic.ack, basic.nack and basic.return.
-        self.publisher = None
+    client: AMQClient
 
-    def report_to(self, publisher):
-        """Hand the broker's basic.ack, basic.nack and basic.return on this
-        channel to publisher (its settle() and returned()), from now on."""
+    def __init__(self, id: int, outgoing: object, client: AMQClient) -> None:
+        super().__init__(id, outgoing, client)
+        self.consumer_tags: set[str] = set()  # the consumers started on this channel
+        self.publisher: Outbox | None = None  # what publishes here: see report_to
+
+    def report_to(self, publisher: Outbox) -> None:
+        """From now on, the broker's basic.ack, basic.nack and basic.return here go to publisher."""
         self.publisher = publisher
 
-    def do_close(self, reason):
+    def do_close(self, reason: Reason) -> None:
         was_closed = self.closed
         super().do_close(reason)
         if was_closed:
@@ -159,14 +182,14 @@ class AMQChannel(protocol.AMQChannel):
         for tag in self.consumer_tags:
             self.client.consumer_queue(tag).close(self.reason)
 
-    def invoke(self, method, args, content=None):
+    def invoke(self, method: SpecMethod, args: tuple[Any, ...], content: Content | None = None) -> Deferred[Any]:
         if self.closed:
             try:
                 self._raise_closed(self.reason)
             except Exception:  # noqa: BLE001 (what txamqp raises for a closed channel, as a failure)
                 return defer.fail()
         if method.content and content is not None and not method.responses:
-            # basic.publish: the quick way, when the message is an ordinary one.
+            # Speed only: basic.publish of an ordinary message, the quick way.
             data = self.client.message_frames.message(self.id, method, args, content)
             if data is not None:
                 self.client.write_soon(data)
@@ -180,16 +203,15 @@ class AMQChannel(protocol.AMQChannel):
         return self.response(method)
 
     @staticmethod
-    def nowait(method, args):
+    def nowait(method: SpecMethod, args: tuple[Any, ...]) -> bool:
         # As txamqp: a method waits for its response unless its field named
         # "nowait" is set (a spec file must call it that, not "no-wait").
         field = method.fields.byname.get("nowait")
         return field is not None and args[method.fields.index(field)]
 
-    def content_frames(self, klass, content, frames):
-        """The content header and body frames of a message, onto frames:
-        the body in as few frames as the agreed frame size allows, each a
-        view of the body, not a copy (a body may be hundreds of MiB)."""
+    def content_frames(self, klass: SpecClass, content: Content, frames: list[Frame]) -> None:
+        """A message's content header and body frames, onto frames: the body in as few as
+        the frame size allows, each a view of it, not a copy (it may be hundreds of MiB)."""
         if content.children:
             raise ValueError("txamqp contents with child contents are not supported")
         body = content.body
@@ -204,7 +226,7 @@ class AMQChannel(protocol.AMQChannel):
             frames.extend(Frame(self.id, Body(view[i:i + chunk])) for i in range(0, len(body), chunk))
 
     @defer.inlineCallbacks
-    def response(self, method):
+    def response(self, method: SpecMethod) -> Generator[Deferred[Any], Any, Message]:
         try:
             msg = yield self.responses.get()
         except queue.Closed:
@@ -219,12 +241,12 @@ class AMQChannel(protocol.AMQChannel):
         return msg
 
 
-def has_method(spec, name):
+def has_method(spec: Spec, name: str) -> bool:
     klass, method = name.split(".")
     return klass in spec.classes.byname and method in spec.classes.byname[klass].methods.byname
 
 
-def has_confirms(spec):
+def has_confirms(spec: Spec) -> bool:
     """Whether the spec file has publisher confirms (else: transactions)."""
     return has_method(spec, EXTENSIONS["publisher_confirms"])
 
@@ -240,7 +262,7 @@ EXTENSIONS = {
 }
 
 
-def is_delivery(method):
+def is_delivery(method: SpecMethod) -> bool:
     """basic.deliver: a message for a consumer (0-8 has file.deliver and stream.deliver too)."""
     return method.name == "deliver" and method.klass.name == "basic"
 
@@ -250,7 +272,9 @@ FRAME_END_BYTE = bytes([FRAME_END])
 
 
 class Delegate(client.TwistedDelegate):
-    def connection_start(self, ch, msg):
+    client: AMQClient
+
+    def connection_start(self, ch: AMQChannel, msg: Message) -> None:
         capabilities = {"authentication_failure_close": True, "consumer_cancel_notify": True}
         capabilities.update({name: True for name, method in EXTENSIONS.items()
                              if has_method(self.client.spec, method)})
@@ -263,7 +287,7 @@ class Delegate(client.TwistedDelegate):
         ch.connection_start_ok(client_properties=properties, mechanism=self.client.mechanism,
                                response=self.client.response, locale=self.client.locale)
 
-    def connection_tune(self, ch, msg):
+    def connection_tune(self, ch: AMQChannel, msg: Message) -> None:
         self.client.logging_in = False
         # The smaller of the broker's frame size and ours; 0 means no limit.
         frame_max = min(msg.frame_max or FRAME_MAX, FRAME_MAX)
@@ -277,39 +301,39 @@ class Delegate(client.TwistedDelegate):
                               heartbeat=self.client.heartbeatInterval)
         self.client.started.fire()
 
-    def basic_deliver(self, ch, msg):
+    def basic_deliver(self, ch: AMQChannel, msg: Message) -> None:
         self.client.arrived(msg.consumer_tag, msg)
 
-    def basic_ack(self, ch, msg):
+    def basic_ack(self, ch: AMQChannel, msg: Message) -> None:
         self._publisher(ch, msg).settle(msg.delivery_tag, msg.multiple, accepted=True)
 
-    def basic_nack(self, ch, msg):
+    def basic_nack(self, ch: AMQChannel, msg: Message) -> None:
         self._publisher(ch, msg).settle(msg.delivery_tag, msg.multiple, accepted=False)
 
-    def basic_return_(self, ch, msg):
+    def basic_return_(self, ch: AMQChannel, msg: Message) -> None:
         if ch.publisher is not None:
             ch.publisher.returned(msg)
         else:
             super().basic_return_(ch, msg)
 
     @staticmethod
-    def _publisher(ch, msg):
+    def _publisher(ch: AMQChannel, msg: Message) -> Outbox:
         # From the broker, basic.ack and basic.nack are publisher confirms.
         if ch.publisher is None:
             raise UnexpectedMethod("the broker sent basic.%s on channel %d, which is not in"
                                    " confirm mode" % (msg.method.name, ch.id))
         return ch.publisher
 
-    def connection_blocked(self, ch, msg):
+    def connection_blocked(self, ch: AMQChannel, msg: Message) -> None:
         # RabbitMQ stops reading from connections that publish while it is
         # low on memory or disk; it says so to clients that asked.
         status_log.info("The broker blocked the connection ({reason}); waiting until it unblocks.",
                         reason=msg.reason or "no reason given")
 
-    def connection_unblocked(self, ch, msg):
+    def connection_unblocked(self, ch: AMQChannel, msg: Message) -> None:
         status_log.info("The broker unblocked the connection; going on.")
 
-    def basic_cancel(self, ch, msg):
+    def basic_cancel(self, ch: AMQChannel, msg: Message) -> None:
         self.client.consumer_queue(msg.consumer_tag).close(
             ConsumerCancelled("the broker cancelled consumer %r (was its queue deleted?)"
                               % msg.consumer_tag))
@@ -318,49 +342,50 @@ class Delegate(client.TwistedDelegate):
 class AMQClient(protocol.AMQClient):
     """txamqp's client with byte-exact frames and failures that explain themselves.
 
-    login_timeout: seconds from the TCP connection to the end of
-    authenticate(); past them the connection ends with defer.TimeoutError.
-    opened fires once authenticate() has succeeded; logged_in says so too.
+    login_timeout: seconds from the TCP connection to the end of authenticate(),
+    past which the connection ends with defer.TimeoutError. opened fires (and
+    logged_in is true) once authenticate() has succeeded.
     """
 
     channelClass = AMQChannel
     logging_in = False  # between connection.start-ok and connection.tune
     logged_in = False
     dispatch_failed = False
-    reason = None  # why the connection ended, once it has
+    reason: Reason | None = None  # why the connection ended, once it has
     transport_lost = False
 
-    def __init__(self, spec, heartbeat=0, clock=None, login_timeout=None):
+    def __init__(self, spec: Spec, heartbeat: int = 0, clock: ReactorTime | None = None,
+                 login_timeout: float | None = None) -> None:
         super().__init__(Delegate(), "/", spec, heartbeat=heartbeat, clock=clock)
-        self.broker = None  # the BrokerURL connected to, once connected_to() says
+        self.broker: BrokerURL | None = None  # once connected_to() says
         # txamqp's writer and dispatch queues: unused, write() and receive() replace them.
         self.outgoing = self.work = None
-        self._positions = {}  # method: {python name of a field: its place}, for Message
+        self._positions: dict[SpecMethod, dict[str, int]] = {}  # each method's, for Message
         self.login_timeout = login_timeout
-        self._login_timer = None
-        self.opened = defer.Deferred()
+        self._login_timer: Timer | None = None
+        self.opened: Deferred[AMQClient] = defer.Deferred()
         self._buffer = bytearray()
         self._frames_seen = False
-        self._incoming = {}  # channel: the Incoming message on it, while one is
-        self._arrivals = {}  # consumer queue: the messages for it that came in this read
+        self._incoming: dict[int, Incoming] = {}  # channel: the message coming in on it
+        self._arrivals: dict[ReasonQueue, list[Message]] = {}  # the deliveries of this read
         self.message_frames = MessageFrames(self.MAX_LENGTH)
         self._quiet = True  # nothing sent since the heartbeat timer last ran
-        self._unsent = []  # what write_soon() holds until the reactor turns
+        self._unsent: list[bytes] = []  # what write_soon() holds until the reactor turns
 
-    def connected_to(self, broker):
-        """This connection goes to broker (a BrokerURL): authenticate() opens
-        its virtual host, and a program logs in with its credentials."""
+    def connected_to(self, broker: BrokerURL) -> None:
+        """This connection goes to broker: authenticate() opens its vhost; log in with its credentials."""
         self.broker = broker
         self.vhost = broker.vhost
 
-    def connectionMade(self):
+    def connectionMade(self) -> None:
         super().connectionMade()
         if self.login_timeout:
             self._login_timer = self.clock.callLater(
                 self.login_timeout, self.fail, defer.TimeoutError("no answer in time"))
 
     @defer.inlineCallbacks
-    def authenticate(self, username, password, mechanism="AMQPLAIN", locale="en_US"):
+    def authenticate(self, username: str, password: str, mechanism: str = "AMQPLAIN",
+                     locale: str = "en_US") -> Generator[Deferred[Any], Any, None]:
         # connection.start-ok carries the credentials, connection.tune-ok
         # agrees on frame size and heartbeat, connection.open picks the vhost.
         yield super().authenticate(username, password, mechanism, locale)
@@ -368,27 +393,27 @@ class AMQClient(protocol.AMQClient):
         self.logged_in = True
         self.opened.callback(self)
 
-    def _stop_login_timer(self):
+    def _stop_login_timer(self) -> None:
         if self._login_timer is not None and self._login_timer.active():
             self._login_timer.cancel()
         self._login_timer = None
 
-    def send_init_string(self):
+    def send_init_string(self) -> None:
         # txamqp writes AMQP 0-9-1's header wrong.
         self.transport.write(protocol_header(self.spec))
 
-    def send_frame(self, frame):
+    def send_frame(self, frame: Frame) -> None:
         self.send_frames([frame])
 
-    def send_frames(self, frames):
+    def send_frames(self, frames: Iterable[Frame]) -> None:
         """Write these frames to the broker at once."""
         try:
-            pieces = []
+            pieces: list[bytes | memoryview] = []
             for frame in frames:
                 payload = frame.payload
                 if type(payload) is Body and len(payload.content) > 4096:
-                    # A frame of a large body: its bytes as they are, copied
-                    # only once, by the join below (Twisted writes only bytes).
+                    # Speed only: a large body frame's bytes as they are, copied
+                    # once, by the join below (Twisted writes only bytes).
                     size = len(payload.content)
                     pieces += (FRAME_HEADER.pack(PAYLOAD_TYPES[Body], frame.channel, size),
                                payload.content, FRAME_END_BYTE)
@@ -400,47 +425,43 @@ class AMQClient(protocol.AMQClient):
         else:
             self.write(data)
 
-    def write(self, data):
-        """The one write path: bytes of whole frames, to the broker (after
-        what write_soon() holds)."""
+    def write(self, data: bytes) -> None:
+        """The one write path: whole frames, to the broker (after what write_soon() holds)."""
         if self._unsent:
             self.flush()
         self._quiet = False
         self.transport.write(data)
 
-    def write_soon(self, data):
-        """Bytes of whole frames, to the broker once the reactor turns, with
-        whatever else came by then: a run of messages published between two
-        turns is one write (a write costs more than encoding a small message)."""
+    def write_soon(self, data: bytes) -> None:
+        """Speed only: whole frames, to the broker once the reactor turns: one write for the messages
+        published between two turns (a write costs more than encoding a small message)."""
         if not self._unsent:
             self.clock.callLater(0, self.flush)
         self._unsent.append(data)
 
-    def flush(self):
+    def flush(self) -> None:
+        """Speed only: write what write_soon() holds."""
         if self._unsent and not self.transport_lost:
             self._quiet = False
             self.transport.write(b"".join(self._unsent))
         self._unsent.clear()
 
-    # Heartbeats: any frame tells the broker we are alive, so a heartbeat
-    # frame is needed only after a quiet spell. txamqp restarts a timer on
-    # every frame it sends (a cancelled and a new delayed call per message);
-    # here the timer runs every half interval, and sends a heartbeat when
-    # nothing went out since it last ran: never more than an interval of
-    # silence.
+    # Speed only: heartbeats. Any frame tells the broker we are alive; txamqp restarts a timer on
+    # every frame it sends (a cancelled and a new delayed call per message), this one runs every
+    # half interval and sends a heartbeat if nothing went out since it last ran.
 
-    def reschedule_send_heartbeat(self):
+    def reschedule_send_heartbeat(self) -> None:
         if self.heartbeatInterval > 0 and not self.sendHB.running:
             self.sendHB.start(self.heartbeatInterval / 2, now=False)
 
-    def send_heartbeat(self):
+    def send_heartbeat(self) -> None:
         if self._quiet:
             super().send_heartbeat()
         self._quiet = True
 
     # Incoming frames.
 
-    def dataReceived(self, data):
+    def dataReceived(self, data: bytes) -> None:
         buf = self._buffer
         buf += data
         if not self._frames_seen and buf[:4] == b"AMQP"[:len(buf)]:
@@ -473,12 +494,10 @@ class AMQClient(protocol.AMQClient):
         if start and self.heartbeatInterval > 0 and not self.closed:
             self.reschedule_check_heartbeat()  # once per read, not per frame
 
-    def receive(self, channel, payload):
-        """One frame, where AMQP puts it: a method that carries content
-        (basic.deliver, say) is followed on its channel by one content header
-        and then body frames of exactly the size the header announced, nothing
-        else between. txamqp trusts the broker here, and fails or loses count
-        in ways no one sees."""
+    def receive(self, channel: int, payload: Payload) -> None:
+        """One frame, checked: a method that carries content (basic.deliver, say) is
+        followed on its channel by one content header, then body frames of exactly
+        the size it announced, nothing else between (txamqp trusts the broker)."""
         ch = self.channels.get(channel)
         if ch is None:
             if channel != 0:
@@ -516,23 +535,24 @@ class AMQClient(protocol.AMQClient):
         else:  # Heartbeat
             self.last_heartbeat_received = time()
 
-    def deliver_content(self, ch):
+    def deliver_content(self, ch: AMQChannel) -> None:
         incoming = self._incoming.pop(ch.id)
         chunks = incoming.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         method = incoming.method
         header = incoming.header  # its own properties dict: the header is dropped here
+        assert header is not None  # receive() calls this once the header came
         content = ReceivedContent(body, header.properties, header.property_error)
         self.deliver(ch, self.message(method.method, method.args, content))
 
-    def message(self, method, args, content):
+    def message(self, method: SpecMethod, args: Sequence[Any], content: ReceivedContent | None) -> Message:
         positions = self._positions.get(method)
         msg = Message(method, args, content, positions)
         if positions is None:
             self._positions[method] = msg._positions
         return msg
 
-    def deliver(self, ch, msg):
+    def deliver(self, ch: AMQChannel, msg: Message) -> None:
         """A response to the call waiting for it (queue.declare-ok, ...), any
         other method to the delegate, in the order they came."""
         if self._arrivals and not is_delivery(msg.method):  # the deliveries that came first go first
@@ -550,32 +570,32 @@ class AMQClient(protocol.AMQClient):
             self.dispatch_failed = True
             self.close(Failure())
 
-    def arrived(self, consumer_tag, msg):
+    def arrived(self, consumer_tag: str, msg: Message) -> None:
         """A delivery: into its consumer queue with the others of this read,
         at the end of it (or before the next method that is not a delivery)."""
         self._arrivals.setdefault(self.consumer_queue(consumer_tag), []).append(msg)
 
-    def hand_over_arrivals(self):
+    def hand_over_arrivals(self) -> None:
         arrivals, self._arrivals = self._arrivals, {}
         for q, msgs in arrivals.items():
             q.put_all(msgs)
 
-    def check_heartbeat(self):
+    def check_heartbeat(self) -> None:
         self.fail(HeartbeatMissed("no heartbeat from the broker for %d s"
                                   % (self.heartbeatInterval * self.MAX_UNSEEN_HEARTBEAT)))
 
-    def fail(self, reason):
+    def fail(self, reason: BaseException) -> None:
         """End the connection now, for this reason."""
         if self.reason is None:
             self.reason = Failure(reason)
         self.abort()
 
-    def abort(self):
+    def abort(self) -> None:
         """Drop the connection now, unless it is gone already."""
         if self.transport is not None and not self.transport_lost:
             self.transport.abortConnection()
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure) -> None:
         self.transport_lost = True
         self._stop_login_timer()
         if self.reason is None:
@@ -587,14 +607,14 @@ class AMQClient(protocol.AMQClient):
             self.reason = reason
         super().connectionLost(self.reason)
 
-    def close(self, reason=None, within=0):
-        # txamqp calls this with the failure of a frame it could not dispatch,
-        # then throws that failure away: keep it.
+    def close(self, reason: Reason | None = None, within: float = 0) -> Deferred[None]:
+        # deliver() calls this with the failure of a dispatch, as txamqp does,
+        # and txamqp's close() throws that failure away: keep it.
         if isinstance(reason, Failure) and self.reason is None:
             self.reason = reason
         return super().close(reason, within)
 
-    def do_close(self, reason):
+    def do_close(self, reason: Reason) -> None:
         if self.reason is None:
             self.reason = reason
         self.hand_over_arrivals()
@@ -604,14 +624,14 @@ class AMQClient(protocol.AMQClient):
             q.close(self.reason)
         self.delegate.close(self.reason)
 
-    def consumer_queue(self, key):
+    def consumer_queue(self, key: str) -> ReasonQueue:
         """The queue txamqp puts a consumer's deliveries in."""
         q = self.queues.get(key)
         if q is None:
             q = self.queues[key] = ReasonQueue(clock=self.clock)
         return q
 
-    def queue(self, key):
+    def queue(self, key: str) -> Deferred[ReasonQueue]:
         return defer.succeed(self.consumer_queue(key))
 
 

@@ -1,20 +1,27 @@
-"""Frames in and out of txamqp 0.8.2, byte for byte.
-
-txamqp's own codec sizes a str in characters but writes it in UTF-8 bytes,
-decodes any UTF-8 body frame to str, and knows only four field-table types.
-The functions here encode and decode the same payload objects txamqp uses
-(txamqp.connection.Method, Header, Body, Heartbeat) with a codec that keeps
-bytes as bytes and reads every field-table type of AMQP 0-9-1 and RabbitMQ.
+"""Frames in and out of txamqp 0.8.2, byte for byte: its own codec sizes a str
+in characters but writes it in UTF-8, decodes any UTF-8 body frame to str and
+knows four field-table types. This one reads and writes the same payload
+objects (txamqp.connection's Method, Header, Body, Heartbeat), keeps bytes as
+bytes and reads every field-table type of AMQP 0-9-1 and RabbitMQ.
 """
 
 import struct
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from io import BytesIO
+from typing import Any, overload
 
 from txamqp import codec
 from txamqp.connection import Body, Header, Heartbeat, Method
 
 from amqp_support._errors import FrameError
+
+# txamqp has no type information: its objects are Any, by these names.
+Spec = Any  # txamqp.spec.Spec, a loaded spec file
+SpecClass = Any  # txamqp.spec.Class
+SpecMethod = Any  # txamqp.spec.Method
+Payload = Any  # a frame's: txamqp.connection.Method, Header, Body or Heartbeat, or a ContentHeader
+FieldTable = dict[Any, Any]  # decoded names are str (bytes if not UTF-8)
 
 FRAME_END = 0xCE
 FRAME_HEADER = struct.Struct("!BHI")  # type, channel, payload size
@@ -22,13 +29,13 @@ PAYLOAD_TYPES = {Method: 1, Header: 2, Body: 3, Heartbeat: 8}
 
 
 class ContentHeader:
-    """A content header as received: what txamqp's Header holds (klass,
-    weight, size, properties), and property_error: None, or what of the
-    properties could not be decoded (the message is delivered all the same).
-    Not a subclass: txamqp registers each subclass of its Payload as the
-    decoder of its frame type, for everyone."""
+    """A content header as received: txamqp's Header's fields, and
+    property_error: None, or what of the properties could not be decoded
+    (the message is delivered all the same). Not a subclass: txamqp registers
+    each subclass of its Payload as the decoder of its frame type, for all."""
 
-    def __init__(self, klass, weight, size, properties, property_error=None):
+    def __init__(self, klass: SpecClass, weight: int, size: int, properties: dict[str, Any],
+                 property_error: str | None = None) -> None:
         self.klass, self.weight, self.size = klass, weight, size
         self.properties = properties
         self.property_error = property_error
@@ -40,42 +47,39 @@ PAYLOADS = {1: Method, 2: ContentHeader, 3: Body, 8: Heartbeat}  # each frame ty
 class Codec(codec.Codec):
     """txamqp's Codec, with strings sized in bytes and full field tables."""
 
-    def read(self, n):
-        # Bits share an octet only with the bits next to them: what is left
-        # of the last one is not for a bit after other fields (txamqp's
-        # decode_bit would take it).
+    def read(self, n: int) -> bytes:
+        # Bits share an octet only with the bits next to them: what is left of the
+        # last one is not for a bit after other fields (txamqp's decode_bit takes it).
         self.incoming_bits.clear()
         data = super().read(n)
         if len(data) < n:  # txamqp's returns what is there
             raise codec.EOF()
         return data
 
-    def enc_str(self, fmt, s):
+    def enc_str(self, fmt: str, s: str | bytes) -> None:
         if isinstance(s, str):
             s = s.encode("utf-8")
         self.enc_bytes(fmt, s)
 
-    def encode_table(self, table):
+    def encode_table(self, table: Mapping[str | bytes, Any]) -> None:
         out = bytearray()
         encode_field_table(table, out)
         self.write(bytes(out))
 
-    def decode_table(self):
+    def decode_table(self) -> FieldTable:
         size = self.unpack("!L")
         data = self.read(size)
         return decode_fields(data, 0, size, {})
 
 
-# Field tables. Each value is a type letter and its bytes. AMQP 0-9-1's
-# specification and RabbitMQ's errata give two lists of letters, and clients
-# write letters from both, so every letter of either list is read (brokers
-# pass headers on as they were published). Where the lists disagree, the
-# letter means what RabbitMQ and the common clients (pika, py-amqp, amqplib)
-# make of it: 's' is a signed 16-bit integer (a short string in the
-# specification, which nobody writes in tables) and 'l' a signed 64-bit
-# integer (unsigned in the specification); 'L' (signed 64-bit, from the
-# specification) is what py-amqp writes for large integers, 'U' (signed
-# 16-bit) is the specification's, and 'x' (bytes) RabbitMQ's.
+# Field tables: a type letter, then the value's bytes. Every letter of AMQP
+# 0-9-1's specification and of RabbitMQ's errata is read (clients write both;
+# brokers pass headers on as published). Where they disagree, a letter means
+# what RabbitMQ, pika, py-amqp and amqplib make of it: 's' a signed 16-bit
+# integer (the specification's short string, unused in tables), 'l' signed
+# 64-bit (unsigned in the specification). 'L' (signed 64-bit) is the
+# specification's and what py-amqp writes for large integers, 'U' (signed
+# 16-bit) the specification's, 'x' (bytes) RabbitMQ's.
 FIELD_NUMBERS = {ord(letter): struct.Struct(fmt) for letter, fmt in {
     "b": "!b", "B": "!B", "U": "!h", "u": "!H", "s": "!h", "I": "!i", "i": "!I",
     "L": "!q", "l": "!q", "f": "!f", "d": "!d", "T": "!Q",  # T: seconds since 1970, UTC
@@ -85,7 +89,7 @@ DECIMAL = struct.Struct("!Bi")  # places, then the digits as a signed 32-bit int
 LONG_STRING, BYTES, TABLE, ARRAY, BOOLEAN, DECIMAL_NUMBER, VOID = b"SxFAtDV"
 
 
-def text_or_bytes(data):
+def text_or_bytes(data: bytes) -> str | bytes:
     """Strings as txamqp gives them: str when they are UTF-8, else bytes."""
     try:
         return data.decode()
@@ -93,12 +97,15 @@ def text_or_bytes(data):
         return data
 
 
-def decode_fields(data, pos, end, container):
-    """Fill container (a dict for a field table, a list for an array) with the
-    values in data[pos:end]. Iterative, not recursive: a table may nest as deep
-    as its frame has room for, and RabbitMQ delivers such tables."""
+@overload
+def decode_fields(data: bytes, pos: int, end: int, container: FieldTable) -> FieldTable: ...
+@overload
+def decode_fields(data: bytes, pos: int, end: int, container: list[Any]) -> list[Any]: ...
+def decode_fields(data: bytes, pos: int, end: int, container: FieldTable | list[Any]) -> FieldTable | list[Any]:
+    """Fill container (a table or an array) with the values in data[pos:end].
+    Iterative, not recursive: RabbitMQ delivers tables nested as deep as a frame allows."""
     root = container
-    stack = [(container, end)]
+    stack: list[tuple[FieldTable | list[Any], int]] = [(container, end)]
     try:
         while stack:
             container, end = stack[-1]
@@ -107,7 +114,7 @@ def decode_fields(data, pos, end, container):
                     raise FrameError("a value in a field table runs past the end of its table")
                 stack.pop()
                 continue
-            if type(container) is dict:
+            if isinstance(container, dict):
                 key_end = pos + 1 + data[pos]
                 key = text_or_bytes(data[pos + 1:key_end])
                 pos = key_end
@@ -143,7 +150,7 @@ def decode_fields(data, pos, end, container):
                 raise FrameError("unknown field table type %r" % chr(kind))
             if pos > end:
                 raise FrameError("a value in a field table runs past the end of its table")
-            if type(container) is dict:
+            if isinstance(container, dict):
                 container[key] = value
             else:
                 container.append(value)
@@ -152,16 +159,15 @@ def decode_fields(data, pos, end, container):
     return root
 
 
-def encode_field_table(table, out):
-    """Append the field table (a dict) to out (a bytearray): what
-    decode_fields reads back, nesting as deep as the value does."""
+def encode_field_table(table: Mapping[str | bytes, Any], out: bytearray) -> None:
+    """Append table to out as decode_fields reads it back, nested as deep as it is."""
     out += b"\0\0\0\0"
     # Per table or array being written: its items, where its bytes start,
     # and whether it is a table (items are name, value pairs).
-    stack = [(iter(table.items()), len(out), True)]
+    stack: list[tuple[Iterator[Any], int, bool]] = [(iter(table.items()), len(out), True)]
     while stack:
         items, start, is_table = stack[-1]
-        item = next(items, stack)  # the stack itself marks the end
+        item: Any = next(items, stack)  # the stack itself marks the end
         if item is stack:
             LONG.pack_into(out, start - 4, len(out) - start)
             stack.pop()
@@ -185,7 +191,7 @@ def encode_field_table(table, out):
             encode_scalar(value, out)
 
 
-def encode_scalar(value, out):
+def encode_scalar(value: object, out: bytearray) -> None:
     if isinstance(value, bool):
         out += b"t\1" if value else b"t\0"
     elif isinstance(value, int):
@@ -213,7 +219,7 @@ def encode_scalar(value, out):
         raise TypeError("cannot put %r in an AMQP field table" % (value,))
 
 
-def pack_frame(channel, payload):
+def pack_frame(channel: int, payload: Payload) -> bytes:
     """The bytes of one frame carrying a txamqp payload object."""
     if isinstance(payload, Body):
         data = payload.content
@@ -230,19 +236,18 @@ def pack_frame(channel, payload):
     return b"".join((FRAME_HEADER.pack(kind, channel, len(data)), data, b"\xce"))
 
 
-def encode_method(c, payload):
+def encode_method(c: Codec, payload: Payload) -> None:
     c.encode_short(payload.method.klass.id)
     c.encode_short(payload.method.id)
     for field, arg in zip(payload.method.fields, payload.args, strict=False):
         c.encode(field.type, arg)
 
 
-def encode_header(c, payload):
+def encode_header(c: Codec, payload: Payload) -> None:
     c.encode_short(payload.klass.id)
     c.encode_short(payload.weight)
     c.encode_longlong(payload.size)
-    # One bit per property, 15 to a 16-bit word, whose lowest bit says
-    # "another word follows".
+    # One bit per property, 15 to a 16-bit word; its lowest bit: another word follows.
     present = [payload.properties.get(f.name) is not None for f in payload.klass.fields]
     words = [present[i:i + 15] for i in range(0, max(len(present), 1), 15)]
     for n, bits in enumerate(words):
@@ -256,7 +261,7 @@ def encode_header(c, payload):
         raise ValueError("the spec file has no message property named %s" % ", ".join(sorted(unknown)))
 
 
-def unpack_payload(spec, kind, data):
+def unpack_payload(spec: Spec, kind: int, data: bytes) -> Payload:
     """A txamqp payload object from the bytes of one frame's payload."""
     if kind == 3:
         return Body(data)  # bytes, always
@@ -274,23 +279,21 @@ def unpack_payload(spec, kind, data):
         header = ContentHeader(klass, c.decode_short(), c.decode_longlong(), {})
     except (codec.EOF, struct.error):
         raise FrameError("%s shorter than its fields" % what) from None
-    # The body size is known: whatever the properties hold, the message can
-    # be delivered. What cannot be decoded is left out and said in
-    # header.property_error, for the consumer to report.
+    # The body size is known: the message is delivered whatever its properties
+    # hold; what cannot be decoded is left out and said in property_error.
     header.property_error = decode_properties(c, klass, header.properties)
     return header
 
 
-def decode_properties(c, klass, properties):
+def decode_properties(c: Codec, klass: SpecClass, properties: dict[str, Any]) -> str | None:
     """Read the property flags and the properties they announce into
-    properties; return None, or what could not be decoded."""
+    properties; return what could not be decoded, if anything."""
     problems = []
     name = "flags"
     try:
         present = []
         while True:
-            # One bit per property, 15 to a 16-bit word, whose lowest bit
-            # says "another word follows".
+            # One bit per property, 15 to a 16-bit word; its lowest bit: another word follows.
             word = c.decode_short()
             present += [bool(word >> (15 - i) & 1) for i in range(15)]
             if not word & 1:
@@ -314,7 +317,7 @@ def decode_properties(c, klass, properties):
     return "; ".join(problems) or None
 
 
-def known(table, key, what):
+def known(table: Mapping[int, Any], key: int, what: str) -> Any:
     try:
         return table[key]
     except KeyError:

@@ -1,24 +1,21 @@
 """Speed only: the frames of ordinary messages without txamqp's codec.
 
-Nothing here changes what goes on the wire or what a program receives:
-every function either gives exactly what amqp_support._codec gives, or
-None, and the caller then takes _codec's general way (which also says
-what is wrong with a bad frame). tests/test_spec.py checks both ways give
-the same frames and payloads.
-
-The frames of every message (basic.publish, basic.deliver, basic.ack and
-their content headers) have methods and properties whose fields are all
-numbers, short strings and one run of bits: those are encoded and decoded
-with struct directly; anything else (tables, long strings, odd values)
-goes the general way.
+Each function gives exactly what amqp_support._codec gives, or None, and the caller then
+takes _codec's general way (which also says what is wrong with a bad frame); tests/test_spec.py
+checks both agree. The fields of every message's methods and properties (basic.publish,
+basic.deliver, basic.ack, content headers) are numbers, short strings and one run of bits:
+struct does those directly; tables, long strings, odd values go the general way.
 """
 
 import struct
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 
 from txamqp import codec
 from txamqp.connection import Body, Header, Method
+from txamqp.content import Content
 
-from amqp_support._codec import FRAME_HEADER, PAYLOAD_TYPES, ContentHeader
+from amqp_support._codec import FRAME_HEADER, PAYLOAD_TYPES, ContentHeader, Payload, Spec, SpecClass, SpecMethod
 from amqp_support._codec import pack_frame as pack_frame_slowly
 from amqp_support._codec import unpack_payload as unpack_payload_slowly
 
@@ -27,9 +24,11 @@ NUMBERS = {"octet": struct.Struct("!B"), "short": struct.Struct("!H"),
 SIMPLE = set(NUMBERS) | {"shortstr", "bit"}
 CLASS_METHOD = struct.Struct("!HH")
 HEADER_START = struct.Struct("!HHQH")  # class, weight, body size, first property flags
+Step = struct.Struct | int | None  # how decode_fast reads fields: see decode_steps
+_T = TypeVar("_T")
 
 
-def simple_types(fields):
+def simple_types(fields: Iterable[Any]) -> list[str] | None:
     """The field types, if the fast path can handle them, else None."""
     types = [f.type for f in fields]
     bits = [i for i, t in enumerate(types) if t == "bit"]
@@ -38,7 +37,7 @@ def simple_types(fields):
     return types
 
 
-def encode_simple(types, values, out):
+def encode_simple(types: list[str], values: Sequence[Any], out: bytearray) -> None:
     bits = nbits = 0
     for t, v in zip(types, values, strict=True):
         if t == "bit":
@@ -61,10 +60,10 @@ def encode_simple(types, values, out):
         out.append(bits)
 
 
-_method_types = {}  # method: its simple field types, or None
+_method_types: dict[SpecMethod, list[str] | None] = {}  # method: its simple field types, or None
 
 
-def method_types(method):
+def method_types(method: SpecMethod) -> list[str] | None:
     try:
         return _method_types[method]
     except KeyError:
@@ -72,10 +71,11 @@ def method_types(method):
         return types
 
 
-_header_fields = {}  # (class, property flags): [(name, type) of each present property] or None
+# (class, property flags): [(name, type) of each present property], or None
+_header_fields: dict[tuple[SpecClass, int], list[tuple[str, str]] | None] = {}
 
 
-def header_fields(klass, flags):
+def header_fields(klass: SpecClass, flags: int) -> list[tuple[str, str]] | None:
     key = (klass, flags)
     try:
         return _header_fields[key]
@@ -86,10 +86,10 @@ def header_fields(klass, flags):
         return fields
 
 
-_property_bits = {}  # class: {property name: its flag bit}, for the first 15 properties
+_property_bits: dict[SpecClass, dict[str, int]] = {}  # class: {property name: its flag bit}, of the first 15
 
 
-def property_bits(klass):
+def property_bits(klass: SpecClass) -> dict[str, int]:
     try:
         return _property_bits[klass]
     except KeyError:
@@ -97,7 +97,7 @@ def property_bits(klass):
         return bits
 
 
-def fast_payload(payload):
+def fast_payload(payload: Payload) -> bytes | None:
     """The bytes of a method or header payload, or None to take the slow way."""
     out = bytearray()
     try:
@@ -124,24 +124,22 @@ def fast_payload(payload):
     return bytes(out)
 
 
-
 class MessageFrames:
-    """The frames of published messages, as bytes, the quick way: a run of
-    messages to the same exchange and routing key, with the same properties,
-    differs only in its bodies. So the method frame is encoded once, and the
-    content header once but for its body size; per message, only the body
-    frame's 7 bytes and the size are new. Anything out of the ordinary (a
-    field table among the properties, a body longer than one frame) gives
-    None: the caller takes the general way, pack_frame."""
+    """Published messages' frames, the quick way: a run of messages to the same
+    exchange and routing key, with the same properties, differs only in its
+    bodies, so the method frame is encoded once and the content header once
+    but for its body size. Anything else (a field table among the properties,
+    a body over one frame) gives None: the caller then takes pack_frame."""
 
     LIMIT = 64  # kinds of message remembered at most (a program rarely has more than one)
 
-    def __init__(self, frame_max):
+    def __init__(self, frame_max: int) -> None:
         self.body_max = frame_max - 8  # a frame's payload: its size less 7 header bytes and the end byte
-        self.methods = {}  # (channel, method, args): the method frame
-        self.headers = {}  # (channel, class, properties): (the header frame up to the body size, after it)
+        self.methods: dict[tuple[int, SpecMethod, tuple[Any, ...]], bytes] = {}  # (channel, method, args): its frame
+        # (channel, class, properties): (the header frame up to the body size, after it)
+        self.headers: dict[tuple[int, SpecClass, tuple[tuple[str, Any], ...]], tuple[bytes, bytes]] = {}
 
-    def message(self, channel, method, args, content):
+    def message(self, channel: int, method: SpecMethod, args: tuple[Any, ...], content: Content) -> bytes | None:
         """The bytes of the method, header and body frames of one message, or None."""
         body = content.body
         size = len(body)
@@ -172,7 +170,7 @@ class MessageFrames:
         return b"".join((method_frame, start, BODY_SIZE.pack(size), rest,
                          FRAME_HEADER.pack(3, channel, size), body, b"\xce"))
 
-    def remember(self, cache, key, value):
+    def remember(self, cache: dict[Any, _T], key: object, value: _T) -> _T:
         if len(cache) >= self.LIMIT:
             cache.clear()
         cache[key] = value
@@ -182,23 +180,25 @@ class MessageFrames:
 BODY_SIZE = struct.Struct("!Q")
 
 
-_fast_methods = {}  # (spec, class id << 16 | method id): (method, the steps that decode its fields)
-_fast_headers = {}  # (class, property flags): (names of the present properties, the steps that decode them)
+# The steps that decode a method's fields, by class id << 16 | method id, and a
+# header's properties (by names of those present), by property flags.
+_fast_methods: dict[tuple[Spec, int], tuple[SpecMethod, list[Step]]] = {}
+_fast_headers: dict[tuple[SpecClass, int], tuple[list[str], list[Step]]] = {}
 METHOD_KEY = struct.Struct("!I")  # class id and method id, as one number
 
 
-def decode_steps(types):
+def decode_steps(types: list[str]) -> list[Step]:
     """How decode_fast reads fields of these (simple) types: a Struct for a
     run of numbers (read at once), None for a short string, an int for that
     many bits in one octet."""
-    steps = []
+    steps: list[Step] = []
     for t in types:
         last = steps[-1] if steps else None
         if t == "shortstr":
             steps.append(None)
         elif t == "bit":
             if type(last) is int:
-                steps[-1] += 1
+                steps[-1] = last + 1
             else:
                 steps.append(1)
         elif isinstance(last, struct.Struct):
@@ -208,9 +208,10 @@ def decode_steps(types):
     return steps
 
 
-def decode_fast(steps, data, offset):
+def decode_fast(steps: list[Step], data: bytes, offset: int) -> tuple[list[Any], int]:
     """The values of the fields that decode_steps made steps for, and the offset after them."""
-    values = []
+    values: list[Any] = []
+    value: str | bytes  # a short string: str if it is UTF-8
     for step in steps:
         if step is None:
             end = offset + 1 + data[offset]
@@ -223,7 +224,7 @@ def decode_fast(steps, data, offset):
                 pass
             values.append(value)
             offset = end
-        elif type(step) is int:
+        elif isinstance(step, int):
             bits = data[offset]
             offset += 1
             for i in range(step):
@@ -234,7 +235,7 @@ def decode_fast(steps, data, offset):
     return values, offset
 
 
-def fast_unpack(spec, kind, data):
+def fast_unpack(spec: Spec, kind: int, data: bytes) -> Payload | None:
     """The payload, or None to take the slow way (which also names errors)."""
     try:
         if kind == 1:
@@ -264,16 +265,14 @@ def fast_unpack(spec, kind, data):
         return None
 
 
-
-
-def pack_frame(channel, payload):
+def pack_frame(channel: int, payload: Payload) -> bytes:
     """The bytes of one frame carrying a txamqp payload object."""
     if type(payload) is Body or (data := fast_payload(payload)) is None:
         return pack_frame_slowly(channel, payload)
     return b"".join((FRAME_HEADER.pack(PAYLOAD_TYPES[type(payload)], channel, len(data)), data, b"\xce"))
 
 
-def unpack_payload(spec, kind, data):
+def unpack_payload(spec: Spec, kind: int, data: bytes) -> Payload:
     """A txamqp payload object from the bytes of one frame's payload."""
     if kind in (1, 2) and (payload := fast_unpack(spec, kind, data)) is not None:
         return payload

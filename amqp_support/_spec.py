@@ -1,57 +1,51 @@
-"""An AMQP spec file loaded into txamqp's own spec objects, in half the time.
+"""Speed only: an AMQP spec file loaded into txamqp's own spec objects, in half the time.
 
-txamqp.spec.load_string parses the file with xml.sax into a tree whose every
-lookup scans a node's children, builds the spec (txamqp's Spec, Constant,
-Class, Method and Field objects), then, in Spec.post_load, compiles a Python
-function for every method of the protocol twice: once into spec.klass, the
-class txamqp mixes into each channel (chan.queue_declare and the others), and
-once into spec.module, which neither txamqp nor we read.
-
-load() builds the same objects, with the same values and in the same order,
-and compiles each method once, with txamqp's own Method.define_method, into
-spec.klass; spec.module is left out. A one-message run loads its spec file
-in 3.7 ms instead of 7.5 (amqp0-9-1.xml), 5.5 instead of 10.7 (amqp0-8.xml).
-tests/test_spec.py checks that spec files load here exactly as in txamqp.
+load_spec() builds what txamqp.spec.load_string does (the same objects, values
+and order), but parses with expat into a light tree (txamqp's scans a node's
+children on every lookup) and compiles each method once, with txamqp's
+Method.define_method, into spec.klass (the class txamqp mixes into each
+channel); txamqp compiles each twice, the second time into spec.module, which
+nothing reads. tests/test_spec.py checks that both load every spec file alike.
 """
 
+from typing import Any
 from xml.parsers import expat
 
 from txamqp.spec import Class, Constant, Field, Method, Spec, pythonize
 
 
 class Element:
-    """An XML element: its name, attributes, child elements and the text
-    directly in it (None if there is none), as txamqp's xmlutil.Node has them."""
+    """An XML element as txamqp's xmlutil.Node has it; text: what is directly in it."""
 
     __slots__ = ("name", "attrs", "children", "text")
 
-    def __init__(self, name, attrs):
+    def __init__(self, name: str | None, attrs: dict[str, str]) -> None:
         self.name = name
         self.attrs = attrs
-        self.children = []
-        self.text = None
+        self.children: list[Element] = []
+        self.text: str | None = None
 
-    def named(self, name):
+    def named(self, name: str) -> list["Element"]:
         return [child for child in self.children if child.name == name]
 
-    def docs(self):
+    def docs(self) -> list[str | None]:
         return [doc.text for doc in self.named("doc")]
 
 
-def parse(data):
-    """The document element of the XML in data (bytes)."""
+def parse(data: bytes) -> Element:
+    """The document element of the XML in data."""
     top = Element(None, {})
     stack = [top]
 
-    def start(name, attrs):
+    def start(name: str, attrs: dict[str, str]) -> None:
         element = Element(name, attrs)
         stack[-1].children.append(element)
         stack.append(element)
 
-    def end(name):
+    def end(name: str) -> None:
         stack.pop()
 
-    def text(chars):
+    def text(chars: str) -> None:
         element = stack[-1]
         element.text = chars if element.text is None else element.text + chars
 
@@ -61,7 +55,7 @@ def parse(data):
     return top.children[0]
 
 
-def load_spec(data, filename=None):
+def load_spec(data: bytes, filename: str | None = None) -> Spec:
     """txamqp's Spec for the spec file whose bytes are data."""
     root = parse(data)
     if root.name != "amqp":
@@ -87,7 +81,7 @@ def load_spec(data, filename=None):
             for response in method.responses:
                 response.response = True
         spec.classes.add(klass)
-    methods = {}
+    methods: dict[str, Any] = {}  # each method's function, by its Python name
     for klass in spec.classes:
         for method in klass.methods:
             name = pythonize(klass.name + "_" + method.name)
@@ -96,9 +90,9 @@ def load_spec(data, filename=None):
     return spec
 
 
-def add_fields(fields, element, domains):
-    """The <field> children of element, into txamqp's container fields. A
-    field's id is its place among all of element's children, as in txamqp."""
+def add_fields(fields: Any, element: Element, domains: dict[str, str]) -> None:
+    """The <field> children of element, into fields (txamqp's container), each
+    with its place among all of element's children as its id, as in txamqp."""
     for index, child in enumerate(element.children):
         if child.name == "field":
             kind = child.attrs["domain"] if "domain" in child.attrs else child.attrs["type"]
@@ -107,6 +101,6 @@ def add_fields(fields, element, domains):
             fields.add(Field(child.attrs["name"], index, kind, child.docs()))
 
 
-def flag(element, name):
+def flag(element: Element, name: str) -> bool:
     """A 0/1 attribute of element, False when it is not there."""
     return bool(int(element.attrs[name])) if name in element.attrs else False
