@@ -162,8 +162,8 @@ def test_stdin_stream_of_100000_lines(spec, broker, names):
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_a_stream_of_several_batches_arrives_in_order(spec, broker, names):
-    # With amqp0-8.xml the producer commits every 1,000 messages, on two
-    # channels in turn, each commit after the one before it is done.
+    # With amqp0-8.xml the producer commits every 1,000 messages, and
+    # publishes the next batch once the commit before it is done.
     lines = [b"%d" % i for i in range(1, 4502)]
     sent = run_script("producer.py", spec, "-", *names.args, url=broker.url, input=b"\n".join(lines) + b"\n")
     assert sent.returncode == 0, sent.stderr
