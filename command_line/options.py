@@ -1,9 +1,7 @@
-"""The command line both scripts take: the options, their types and
-defaults (common.py's), AMQP_URL and --password-file, and the checks across
-options; every failure here is one line and exit status 2 (argparse's).
+"""The scripts' options, AMQP_URL and --password-file: every failure here
+is one line and exit status 2 (argparse's).
 
-    parser = options.producer_parser(__doc__)
-    args = options.parse_args(parser, argv)
+    args = options.parse_args(options.producer_parser(__doc__), argv)
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ TLS_OPTIONS = {"cafile": "--cafile", "certfile": "--certfile", "keyfile": "--key
 
 
 def shortstr(text: str) -> str:
-    """An exchange, queue or routing key name: UTF-8 text of at most 255 bytes."""
+    """An exchange, queue or routing key name."""
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:  # bytes in argv that are not UTF-8 arrive as lone surrogates
@@ -35,7 +33,6 @@ def shortstr(text: str) -> str:
 
 
 def header(text: str) -> tuple[str, str]:
-    """A --header KEY=VALUE: the header's name (at most 255 bytes) and its value, a string."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError("%r is not KEY=VALUE" % text)
@@ -50,7 +47,6 @@ def broker_url(text: str) -> BrokerURL:
 
 
 def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number from low to high (None: no upper bound)."""
     span = "from %d to %d" % (low, high) if high is not None else "%d or more" % low
 
     def parse(text: str) -> int:
@@ -73,7 +69,7 @@ MAX_TIMEOUT = 86400  # a day; far beyond it, the reactor's poll() overflows
 
 
 def seconds(text: str) -> float:
-    """A timeout in seconds: a finite number above 0 (0 would retry forever)."""
+    """A timeout in seconds (0 would retry forever)."""
     try:
         value = float(text)
     except ValueError:
@@ -85,8 +81,7 @@ def seconds(text: str) -> float:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, with one-line errors and checks across options
-    (checks: functions of the parsed args that return an error, or None)."""
+    """argparse's, with one-line errors and checks across options (functions of args: an error, or None)."""
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
@@ -111,9 +106,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """--help shows each option's default once: not for flags, not when there is
-    none (or an empty list, as for a repeatable option), not when the help
-    already says it."""
+    """--help shows an option's default, but not a flag's, nor an empty one, nor twice."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if (action.nargs == 0 or action.default in (None, []) or action.default is argparse.SUPPRESS
@@ -123,7 +116,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def make_parser(doc: str) -> ArgumentParser:
-    """The options both scripts take (producer_parser and consumer_parser add their own)."""
+    """The options both scripts take."""
     parser = ArgumentParser(description=doc.split("\n\n")[0],
                             formatter_class=HelpFormatter)
     parser.add_argument("spec", metavar="SPEC", help="AMQP spec file: amqp0-8.xml or amqp0-9-1.xml")
@@ -160,7 +153,6 @@ def make_parser(doc: str) -> ArgumentParser:
 
 
 def producer_parser(doc: str) -> ArgumentParser:
-    """producer.py's command line: make_parser's options and its own."""
     parser = make_parser(doc)
     parser.add_argument("messages", metavar="MESSAGE", nargs="*",
                         help='a message to send; "-" sends each line of stdin as a message')
@@ -177,7 +169,6 @@ def producer_parser(doc: str) -> ArgumentParser:
 
 
 def consumer_parser(doc: str) -> ArgumentParser:
-    """consumer.py's command line: make_parser's options and its own."""
     parser = make_parser(doc)
     parser.add_argument("--count", type=count,
                         help="exit after this many messages (default: run until stopped)")
@@ -230,9 +221,7 @@ def parse_args(parser: ArgumentParser, argv: Sequence[str]) -> argparse.Namespac
     return args
 
 
-
 def brokers_from_environment(parser: ArgumentParser) -> list[BrokerURL]:
-    """The brokers in $AMQP_URL (URLs separated by spaces), else the default one."""
     try:
         return [BrokerURL(url) for url in os.environ.get("AMQP_URL", common.DEFAULT_URL).split()
                 ] or [BrokerURL(common.DEFAULT_URL)]
@@ -241,8 +230,6 @@ def brokers_from_environment(parser: ArgumentParser) -> list[BrokerURL]:
 
 
 def read_password(parser: ArgumentParser, path: str) -> str:
-    """The first line of path, without its line end: a password kept out of
-    the command line and the environment."""
     try:
         with open(path, encoding="utf-8") as f:
             password = f.readline().rstrip("\r\n")
@@ -253,9 +240,7 @@ def read_password(parser: ArgumentParser, path: str) -> str:
     return password
 
 
-
 def tls(args: argparse.Namespace) -> ClientTLS:
-    """The ClientTLS of --cafile, --certfile and --keyfile."""
     try:
         return ClientTLS(args.cafile, args.certfile, args.keyfile)
     except BadTLSFile as e:

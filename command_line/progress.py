@@ -16,10 +16,8 @@ if TYPE_CHECKING:
 
 
 class Progress:
-    """with Progress(reactor, outbox): a line on a live stderr that
-    counts the messages sent and taken as they go, from one second into the
-    run (a short run shows nothing), a few times a second; erased at the end
-    of the block, however it ends."""
+    """with Progress(reactor, outbox): on a live stderr, a line counting the
+    messages sent and taken, from one second into the run; erased at the end."""
 
     INTERVAL = 0.25  # seconds between drawings
     DELAY = 1.0  # seconds before the first

@@ -1,7 +1,6 @@
-"""How a script runs: its arguments parsed, the library's status lines and
-every other line for a person on stderr through one path (say, warn),
-every failure one line and an exit status (2: usage or spec, 1: the rest),
-Ctrl-C and SIGTERM a cancellation of main's Deferred.
+"""How a script runs: every line for a person on stderr through one path
+(say, warn), every failure one line and an exit status, Ctrl-C and SIGTERM
+a cancellation of main's Deferred.
 
     @running.script(parser)
     @defer.inlineCallbacks
@@ -55,9 +54,8 @@ HINTS = {
 
 class Stderr:
     """stderr as the scripts write to it: whole lines, and when live (a
-    terminal that can erase a line; not with --verbose, whose log would mix
-    with it) one line redrawn in place below them, the progress line, which
-    any other line erases first."""
+    terminal, not with --verbose) the progress line redrawn in place below
+    them, which any other line erases first."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -99,7 +97,6 @@ stderr = Stderr(sys.stderr)
 
 
 def say(text: str) -> None:
-    """A status line for the person running the script."""
     stderr.line(text)
 
 
@@ -112,18 +109,15 @@ def fail(text: str) -> None:
 
 
 def script(parser: ArgumentParser) -> Callable[[Main], Run]:
-    """Run main(reactor, args) with parsed arguments; every failure ends in
-    one line on stderr and the exit status (2: usage or spec, 1: the rest).
-    amqp_support's status lines go to stderr as they come. Ctrl-C and
-    SIGTERM cancel main's Deferred: the script decides what a cancelled step
-    means (the consumer stops consuming and closes)."""
+    """Run main(reactor, args); every failure ends in one line on stderr and
+    exit status 2 (usage or spec) or 1. On Ctrl-C or SIGTERM, main decides
+    what its cancelled step means (the consumer stops consuming and closes)."""
     def decorate(main: Main) -> Run:
         @functools.wraps(main)
         def run(reactor: IReactorCore, *argv: str) -> Deferred[None]:
-            # What the imports made (some 40,000 objects of Twisted, txamqp
-            # and ours) lives as long as the process: frozen, the garbage
-            # collector no longer walks it in each full collection, nor in
-            # the ones Python runs as it exits (bench/README.md, "One message").
+            # What the imports made (some 40,000 objects) lives as long as the
+            # process: frozen, the garbage collector no longer walks it
+            # (bench/README.md, "One message").
             gc.freeze()
             args = parse_args(parser, argv)
             stderr.start(parser.prog, live=not args.verbose)

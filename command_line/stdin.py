@@ -1,5 +1,4 @@
-"""producer.py's messages: every MESSAGE on the command line, and for "-"
-every line of stdin, read by a thread as it comes."""
+"""producer.py's messages, stdin's lines read by a thread as they come."""
 
 from __future__ import annotations
 
@@ -19,13 +18,10 @@ if TYPE_CHECKING:
 
 
 class MessageBodies:
-    """producer.py's messages as bytes, exactly as given, each --count times;
-    stdin's lines without their newline.
-
-    A thread reads stdin (a read may wait as long as the writer likes, as
-    with `tail -f log |`), so the reactor never waits in one; it reads at
-    most READ_AHEAD bytes ahead. next() must be called only when ready() is
-    None: ready() is a Deferred while the next body has not come in yet."""
+    """Every MESSAGE as bytes, and for "-" every line of stdin without its
+    newline, each --count times. A thread reads stdin (a read may wait as
+    long as the writer likes, as with `tail -f log |`), at most READ_AHEAD
+    bytes ahead. Call next() only when ready() is None, not a Deferred."""
 
     READ_AHEAD = 256 << 10  # short lines are some 50 bytes of memory each: 4 MiB of them held 17 MiB
 
@@ -75,8 +71,7 @@ class MessageBodies:
         return self.waiting
 
     def read_on(self) -> None:
-        """Let the thread read more: while less than READ_AHEAD is buffered,
-        or while no whole line is (a line may be longer than READ_AHEAD)."""
+        # A line may be longer than READ_AHEAD.
         if not self.more.is_set() and (self.buffered < self.READ_AHEAD or not self.lines):
             self.more.set()  # (set() takes a lock: not for every line)
 
