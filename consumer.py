@@ -23,7 +23,7 @@ from command_line.text import printable
 
 import common
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # names only the annotations use: not imported when the script runs
     import argparse
     from collections.abc import Generator
 

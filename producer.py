@@ -24,7 +24,7 @@ from command_line.stdin import MessageBodies
 import common
 from amqp_support import Outbox, has_confirms
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # names only the annotations use: not imported when the script runs
     import argparse
     from collections.abc import Generator
 
