@@ -71,7 +71,7 @@ class MessageBodies:
         return self.waiting
 
     def read_on(self) -> None:
-        # A line may be longer than READ_AHEAD.
+        # Read on below READ_AHEAD, or while no whole line is in: a line may be longer.
         if not self.more.is_set() and (self.buffered < self.READ_AHEAD or not self.lines):
             self.more.set()  # (set() takes a lock: not for every line)
 
