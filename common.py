@@ -16,12 +16,24 @@ The robustness underneath (byte-exact frames, reconnecting, failures said
 in one line) is amqp_support's; the command line is command_line's.
 """
 
+from __future__ import annotations
+
 import functools
 import os
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 
 import amqp_support
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterable
+
+    from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IReactorTime
+    from txamqp.spec import Spec
+
+    from amqp_support import AMQChannel, AMQClient, AMQPService, BrokerURL, ClientTLS
 
 # The original example's names, kept as defaults.
 EXCHANGE_NAME = "test_message_exchange"
@@ -37,7 +49,7 @@ PERSISTENT = 2  # delivery-mode 2: the broker writes the message to disk
 FALLBACK_SPEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "amqp0-9-1.xml")
 
 
-def load_spec(path):
+def load_spec(path: str) -> Spec:
     """The AMQP spec file at path. txamqp builds its methods from it
     (chan.queue_declare and the others), so a script works with the
     protocol the file describes: amqp0-8.xml or amqp0-9-1.xml."""
@@ -58,7 +70,7 @@ def load_spec(path):
     return spec
 
 
-def fallback_for(spec):
+def fallback_for(spec: Spec) -> Callable[[], Spec] | None:
     """For an AMQP 0-8 spec, what to load instead once a broker refuses 0-8
     (RabbitMQ 4.0 and later do; 3.x speaks both): the amqp0-9-1.xml beside
     this file, whose Python-facing names are those of amqp0-8.xml, so the
@@ -68,7 +80,8 @@ def fallback_for(spec):
     return functools.partial(load_spec, FALLBACK_SPEC)
 
 
-def connection(reactor, spec, brokers, *, timeout, heartbeat, tls, reconnect):
+def connection(reactor: IReactorTime, spec: Spec, brokers: list[BrokerURL], *, timeout: float, heartbeat: int,
+               tls: ClientTLS | None, reconnect: bool) -> AMQPService:
     """The connections to brokers (BrokerURLs, tried in turn): an
     AMQPService, whose run(conversation) calls conversation(conn) on a new
     connection, and, when reconnect and the failure may pass, on the next."""
@@ -77,10 +90,11 @@ def connection(reactor, spec, brokers, *, timeout, heartbeat, tls, reconnect):
 
 
 @defer.inlineCallbacks
-def open_channel(conn):
+def open_channel(conn: AMQClient) -> Generator[Deferred[Any], Any, AMQChannel]:
     """Log in on a new connection and open channel 1 on it."""
     # Log in: connection.start-ok carries the credentials, tune-ok agrees on
     # frame size and heartbeat, connection.open picks the virtual host.
+    assert conn.broker is not None  # the BrokerURL it connected to
     yield conn.authenticate(conn.broker.username, conn.broker.password, mechanism="PLAIN")
     # A channel: one of many light-weight sessions sharing the connection.
     chan = yield conn.channel(1)
@@ -89,7 +103,8 @@ def open_channel(conn):
 
 
 @defer.inlineCallbacks
-def declare(chan, exchange, exchange_type, queue, queue_type, binding):
+def declare(chan: AMQChannel, exchange: str, exchange_type: str, queue: str, queue_type: str,
+            binding: dict[str, Any] | None) -> Generator[Deferred[Any], Any, None]:
     """The exchange, the queue, and the binding between them (binding:
     queue.bind's routing_key and arguments, or None for none)."""
     # Both scripts declare the same exchange, queue and binding (declaring
@@ -104,7 +119,8 @@ def declare(chan, exchange, exchange_type, queue, queue_type, binding):
         yield chan.queue_bind(queue=queue, exchange=exchange, **binding)
 
 
-def binding(exchange_type, routing_key, headers=(), x_match="all"):
+def binding(exchange_type: str, routing_key: str, headers: Iterable[tuple[str, str]] = (),
+            x_match: str = "all") -> dict[str, Any]:
     """The routing key and arguments of a queue's binding, by exchange type."""
     if exchange_type == "fanout":
         return {"routing_key": ""}  # a fanout exchange ignores keys: one binding is enough
@@ -116,7 +132,7 @@ def binding(exchange_type, routing_key, headers=(), x_match="all"):
 
 
 @defer.inlineCallbacks
-def close(conn, chan):
+def close(conn: AMQClient, chan: AMQChannel) -> Generator[Deferred[Any], Any, None]:
     """Close the channel, then the connection."""
     yield chan.channel_close(reply_code=200, reply_text="bye")
     # Channel 0 is the connection's own: closing it ends the whole session.

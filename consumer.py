@@ -11,7 +11,10 @@ message the queue holds or receives until Ctrl-C:
 When the connection is lost it reconnects, declares and consumes again.
 """
 
+from __future__ import annotations
+
 import sys
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task
 
@@ -20,10 +23,19 @@ from command_line.text import printable
 
 import common
 
+if TYPE_CHECKING:  # names only the annotations use: not imported when the script runs
+    import argparse
+    from collections.abc import Generator
+
+    from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IReactorCore
+
+    from amqp_support import AMQChannel, AMQClient
+
 parser = options.consumer_parser(__doc__)
 
 
-def ack_printed(chan, delivery_tag):
+def ack_printed(chan: AMQChannel, delivery_tag: int | None) -> None:
     """Acknowledge every message up to delivery_tag, once their lines are out."""
     if delivery_tag is not None:
         sys.stdout.flush()
@@ -35,12 +47,12 @@ def ack_printed(chan, delivery_tag):
 
 @running.script(parser)
 @defer.inlineCallbacks
-def main(reactor, args):
+def main(reactor: IReactorCore, args: argparse.Namespace) -> Generator[Deferred[Any], Any, None]:
     spec = common.load_spec(args.spec)
     printed = 0
 
     @defer.inlineCallbacks
-    def consume(conn):
+    def consume(conn: AMQClient) -> Generator[Deferred[Any], Any, None]:
         """What the consumer says to the broker on one connection; after a
         reconnect, on the next connection again, from the top (a new
         connection starts with no consumer)."""

@@ -9,7 +9,10 @@ broker has taken every message and routed it to a queue. On a terminal, a
 long run shows a line on stderr counting the messages as they go.
 """
 
+from __future__ import annotations
+
 import sys
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task
 from txamqp.content import Content
@@ -21,6 +24,15 @@ from command_line.stdin import MessageBodies
 import common
 from amqp_support import Outbox, has_confirms
 
+if TYPE_CHECKING:  # names only the annotations use: not imported when the script runs
+    import argparse
+    from collections.abc import Generator
+
+    from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IReactorCore
+
+    from amqp_support import AMQClient
+
 WINDOW = 1000  # messages on their way at most: unconfirmed, or in one transaction
 WINDOW_BYTES = 4 << 20  # and at most 4 MiB of their bodies (but always one message)
 
@@ -28,7 +40,7 @@ parser = options.producer_parser(__doc__)
 
 
 @defer.inlineCallbacks
-def send(conn, args, outbox):
+def send(conn: AMQClient, args: argparse.Namespace, outbox: Outbox) -> Generator[Deferred[Any], Any, int]:
     """What the producer says to the broker on one connection; with --retry,
     on the next connection again, from the top."""
     chan = yield common.open_channel(conn)
@@ -72,12 +84,12 @@ def send(conn, args, outbox):
 
 @running.script(parser)
 @defer.inlineCallbacks
-def main(reactor, args):
+def main(reactor: IReactorCore, args: argparse.Namespace) -> Generator[Deferred[Any], Any, None]:
     spec = common.load_spec(args.spec)  # first: in "producer.py 'hello'", 'hello' is no spec file
     if not args.messages:
         parser.error('no message given: give a MESSAGE, or "-" to read stdin')
     # A persistent message is written to disk, so it survives a broker restart.
-    properties = {"delivery-mode": common.NON_PERSISTENT if args.transient else common.PERSISTENT}
+    properties: dict[str, object] = {"delivery-mode": common.NON_PERSISTENT if args.transient else common.PERSISTENT}
     if args.headers:
         properties["headers"] = dict(args.headers)
     # The bodies, stdin's lines as they come (a thread reads them, so the

@@ -1,13 +1,6 @@
 """The command line of producer.py and consumer.py: everything a person at
 the terminal reads or types, apart from the AMQP conversation itself.
 
-    options.py   the options, their types and defaults, AMQP_URL, --password-file
-    running.py   script(): one line and an exit status for every failure,
-                 Ctrl-C and SIGTERM, stderr (say, warn)
-    text.py      message bodies and error text made safe to show on one line
-    stdin.py     the producer's messages, stdin read by a thread as it comes
-    progress.py  the producer's progress line on a terminal
-
 Importing it first checks the installed txamqp: amqp_support overrides
 txamqp 0.8.2's internals, and with any other release a script says so in
 one line instead of failing somewhere inside.

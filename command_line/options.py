@@ -1,23 +1,27 @@
-"""The command line both scripts take: the options, their types and
-defaults (common.py's), AMQP_URL and --password-file, and the checks across
-options; every failure here is one line and exit status 2 (argparse's).
+"""The scripts' options, AMQP_URL and --password-file: every failure here
+is one line and exit status 2 (argparse's).
 
-    parser = options.producer_parser(__doc__)
-    args = options.parse_args(parser, argv)
+    args = options.parse_args(options.producer_parser(__doc__), argv)
 """
+
+from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import common
 from amqp_support import BadTLSFile, BadURL, BrokerURL, ClientTLS, UsageError
 from command_line.text import printable, shorten
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
 TLS_OPTIONS = {"cafile": "--cafile", "certfile": "--certfile", "keyfile": "--keyfile"}
 
 
-def shortstr(text):
-    """An exchange, queue or routing key name: UTF-8 text of at most 255 bytes."""
+def shortstr(text: str) -> str:
+    """An exchange, queue or routing key name."""
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:  # bytes in argv that are not UTF-8 arrive as lone surrogates
@@ -28,26 +32,24 @@ def shortstr(text):
     return text
 
 
-def header(text):
-    """A --header KEY=VALUE: the header's name (at most 255 bytes) and its value, a string."""
+def header(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError("%r is not KEY=VALUE" % text)
     return shortstr(key), value
 
 
-def broker_url(text):
+def broker_url(text: str) -> BrokerURL:
     try:
         return BrokerURL(text)
     except BadURL as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def whole_number(low, high=None):
-    """An argparse type: a whole number from low to high (None: no upper bound)."""
+def whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     span = "from %d to %d" % (low, high) if high is not None else "%d or more" % low
 
-    def parse(text):
+    def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
@@ -66,8 +68,8 @@ count = whole_number(1)
 MAX_TIMEOUT = 86400  # a day; far beyond it, the reactor's poll() overflows
 
 
-def seconds(text):
-    """A timeout in seconds: a finite number above 0 (0 would retry forever)."""
+def seconds(text: str) -> float:
+    """A timeout in seconds (0 would retry forever)."""
     try:
         value = float(text)
     except ValueError:
@@ -79,19 +81,20 @@ def seconds(text):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, with one-line errors and checks across options
-    (checks: functions of the parsed args that return an error, or None)."""
+    """argparse's, with one-line errors and checks across options (functions of args: an error, or None)."""
 
-    def __init__(self, *a, **kw):
+    def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        self.checks = []
+        self.checks: list[Callable[[argparse.Namespace], str | None]] = []
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         # One short line, not argparse's usage block: the usage is in --help.
         self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, shorten(message)))
 
-    def parse_intermixed_args(self, args=None, namespace=None):
-        args, extras = self.parse_known_intermixed_args(args, namespace)
+    # ignore[override]: argparse's other overloads, with a namespace of another class, are not needed.
+    def parse_intermixed_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                              namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_intermixed_args(args, namespace)
         # argparse would list every argument from the first it did not know.
         if extras and extras[0].startswith("-"):
             takes_messages = any(a.nargs == "*" for a in self._get_positional_actions())
@@ -99,23 +102,21 @@ class ArgumentParser(argparse.ArgumentParser):
             self.error("unrecognized option %r%s" % (extras[0], hint))
         if extras:
             self.error("unexpected argument %r" % extras[0])
-        return args
+        return parsed
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """--help shows each option's default once: not for flags, not when there is
-    none (or an empty list, as for a repeatable option), not when the help
-    already says it."""
+    """--help shows an option's default, but not a flag's, nor an empty one, nor twice."""
 
-    def _get_help_string(self, action):
+    def _get_help_string(self, action: argparse.Action) -> str | None:
         if (action.nargs == 0 or action.default in (None, []) or action.default is argparse.SUPPRESS
                 or "(default:" in (action.help or "")):
             return action.help
         return "%s (default: %%(default)s)" % action.help
 
 
-def make_parser(doc):
-    """The options both scripts take (producer_parser and consumer_parser add their own)."""
+def make_parser(doc: str) -> ArgumentParser:
+    """The options both scripts take."""
     parser = ArgumentParser(description=doc.split("\n\n")[0],
                             formatter_class=HelpFormatter)
     parser.add_argument("spec", metavar="SPEC", help="AMQP spec file: amqp0-8.xml or amqp0-9-1.xml")
@@ -151,8 +152,7 @@ def make_parser(doc):
     return parser
 
 
-def producer_parser(doc):
-    """producer.py's command line: make_parser's options and its own."""
+def producer_parser(doc: str) -> ArgumentParser:
     parser = make_parser(doc)
     parser.add_argument("messages", metavar="MESSAGE", nargs="*",
                         help='a message to send; "-" sends each line of stdin as a message')
@@ -168,8 +168,7 @@ def producer_parser(doc):
     return parser
 
 
-def consumer_parser(doc):
-    """consumer.py's command line: make_parser's options and its own."""
+def consumer_parser(doc: str) -> ArgumentParser:
     parser = make_parser(doc)
     parser.add_argument("--count", type=count,
                         help="exit after this many messages (default: run until stopped)")
@@ -189,7 +188,7 @@ def consumer_parser(doc):
     return parser
 
 
-def check_header_binding(args):
+def check_header_binding(args: argparse.Namespace) -> str | None:
     if args.headers and args.exchange_type != "headers":
         return "--header binds only with --exchange-type headers"
     if args.exchange_type == "headers" and not args.headers:
@@ -198,7 +197,7 @@ def check_header_binding(args):
     return None
 
 
-def parse_args(parser, argv):
+def parse_args(parser: ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_intermixed_args(argv)  # options may come between messages
     if "url" not in args:  # no --url given
         args.url = brokers_from_environment(parser)
@@ -222,9 +221,7 @@ def parse_args(parser, argv):
     return args
 
 
-
-def brokers_from_environment(parser):
-    """The brokers in $AMQP_URL (URLs separated by spaces), else the default one."""
+def brokers_from_environment(parser: ArgumentParser) -> list[BrokerURL]:
     try:
         return [BrokerURL(url) for url in os.environ.get("AMQP_URL", common.DEFAULT_URL).split()
                 ] or [BrokerURL(common.DEFAULT_URL)]
@@ -232,9 +229,7 @@ def brokers_from_environment(parser):
         parser.error("AMQP_URL: %s" % e)
 
 
-def read_password(parser, path):
-    """The first line of path, without its line end: a password kept out of
-    the command line and the environment."""
+def read_password(parser: ArgumentParser, path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
             password = f.readline().rstrip("\r\n")
@@ -245,9 +240,7 @@ def read_password(parser, path):
     return password
 
 
-
-def tls(args):
-    """The ClientTLS of --cafile, --certfile and --keyfile."""
+def tls(args: argparse.Namespace) -> ClientTLS:
     try:
         return ClientTLS(args.cafile, args.certfile, args.keyfile)
     except BadTLSFile as e:

@@ -1,44 +1,51 @@
 """The producer's progress line on a terminal."""
 
+from __future__ import annotations
+
 from collections import deque
+from typing import TYPE_CHECKING
 
 from twisted.internet import task
 
-from command_line.running import stderr
+from command_line.running import Stderr, stderr
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+    from amqp_support import Outbox
 
 
 class Progress:
-    """with Progress(reactor, outbox): a line on a live stderr that
-    counts the messages sent and taken as they go, from one second into the
-    run (a short run shows nothing), a few times a second; erased at the end
-    of the block, however it ends."""
+    """with Progress(reactor, outbox): on a live stderr, a line counting the
+    messages sent and taken, from one second into the run; erased at the end."""
 
     INTERVAL = 0.25  # seconds between drawings
     DELAY = 1.0  # seconds before the first
 
-    def __init__(self, reactor, outbox, stderr=stderr):
+    def __init__(self, reactor: IReactorTime, outbox: Outbox, stderr: Stderr = stderr) -> None:
         self.clock = reactor
         self.stderr = stderr
         self.outbox = outbox
         self.loop = task.LoopingCall(self.draw)
         self.loop.clock = reactor
-        self.started = None
-        self.samples = deque()  # (time, taken) over the last second or so, for the rate
+        self.started = 0.0
+        self.samples: deque[tuple[float, int]] = deque()  # (time, taken) over the last second or so, for the rate
 
-    def __enter__(self):
+    def __enter__(self) -> Progress:
         if self.stderr.live:
-            self.started = self.clock.seconds()
+            # ignore[misc]: mypy without the mypy-zope plugin reads IReactorTime.seconds() as taking no self.
+            self.started = self.clock.seconds()  # type: ignore[misc]
             self.samples.append((self.started, self.outbox.counts()[1]))
             self.loop.start(self.INTERVAL, now=False)
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         if self.loop.running:
             self.loop.stop()
         self.stderr.erase()
 
-    def draw(self):
-        now = self.clock.seconds()
+    def draw(self) -> None:
+        now = self.clock.seconds()  # type: ignore[misc]
         elapsed = now - self.started
         if elapsed < self.DELAY:
             return

@@ -1,12 +1,13 @@
-"""How a script runs: its arguments parsed, the library's status lines and
-every other line for a person on stderr through one path (say, warn),
-every failure one line and an exit status (2: usage or spec, 1: the rest),
-Ctrl-C and SIGTERM a cancellation of main's Deferred.
+"""How a script runs: every line for a person on stderr through one path
+(say, warn), every failure one line and an exit status, Ctrl-C and SIGTERM
+a cancellation of main's Deferred.
 
     @running.script(parser)
     @defer.inlineCallbacks
     def main(reactor, args): ...
 """
+
+from __future__ import annotations
 
 import functools
 import gc
@@ -14,13 +15,31 @@ import os
 import signal
 import sys
 import traceback
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet import defer
-from twisted.logger import formatEvent, globalLogBeginner, textFileLogObserver
+from twisted.logger import ILogObserver, formatEvent, globalLogBeginner, textFileLogObserver
 
 from amqp_support import ConnectionFailed, UsageError, explain, is_status, remedy
 from command_line.options import parse_args
 from command_line.text import shorten
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import TextIO
+
+    from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IReactorCore
+    from twisted.logger import LogEvent
+    from twisted.python.failure import Failure
+
+    from command_line.options import ArgumentParser
+
+    # A script's main(reactor, args), and what script() makes of it for task.react.
+    Main = Callable[[IReactorCore, argparse.Namespace], Deferred[None]]
+    Run = Callable[..., Deferred[None]]
 
 # What to do about the failures whose remedy is on the command line
 # (amqp_support's remedy() names them).
@@ -35,30 +54,29 @@ HINTS = {
 
 class Stderr:
     """stderr as the scripts write to it: whole lines, and when live (a
-    terminal that can erase a line; not with --verbose, whose log would mix
-    with it) one line redrawn in place below them, the progress line, which
-    any other line erases first."""
+    terminal, not with --verbose) the progress line redrawn in place below
+    them, which any other line erases first."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.prog = os.path.basename(sys.argv[0])
         self.live = False
         self.drawn = False
 
-    def start(self, prog, live):
+    def start(self, prog: str, live: bool) -> None:
         self.prog = prog
         self.live = live and self.stream.isatty() and os.environ.get("TERM") != "dumb"
 
-    def status(self, event):
+    def status(self, event: LogEvent) -> None:
         """A twisted.logger observer: amqp_support's status lines."""
         if is_status(event):
             self.line(formatEvent(event))
 
-    def line(self, text):
+    def line(self, text: str) -> None:
         self.erase()
         print(text, file=self.stream, flush=True)
 
-    def draw(self, text):
+    def draw(self, text: str) -> None:
         """(Re)draw the progress line: at most as wide as the terminal, so it cannot wrap."""
         try:
             width = os.get_terminal_size(self.stream.fileno()).columns
@@ -68,7 +86,7 @@ class Stderr:
         self.stream.flush()
         self.drawn = True
 
-    def erase(self):
+    def erase(self) -> None:
         if self.drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
@@ -78,37 +96,34 @@ class Stderr:
 stderr = Stderr(sys.stderr)
 
 
-def say(text):
-    """A status line for the person running the script."""
+def say(text: str) -> None:
     stderr.line(text)
 
 
-def warn(text):
+def warn(text: str) -> None:
     stderr.line("%s: warning: %s" % (stderr.prog, text))
 
 
-def fail(text):
+def fail(text: str) -> None:
     stderr.line("%s: error: %s" % (stderr.prog, shorten(text, limit=1000, word=300)))
 
 
-def script(parser):
-    """Run main(reactor, args) with parsed arguments; every failure ends in
-    one line on stderr and the exit status (2: usage or spec, 1: the rest).
-    amqp_support's status lines go to stderr as they come. Ctrl-C and
-    SIGTERM cancel main's Deferred: the script decides what a cancelled step
-    means (the consumer stops consuming and closes)."""
-    def decorate(main):
+def script(parser: ArgumentParser) -> Callable[[Main], Run]:
+    """Run main(reactor, args); every failure ends in one line on stderr and
+    exit status 2 (usage or spec) or 1. On Ctrl-C or SIGTERM, main decides
+    what its cancelled step means (the consumer stops consuming and closes)."""
+    def decorate(main: Main) -> Run:
         @functools.wraps(main)
-        def run(reactor, *argv):
-            # What the imports made (some 40,000 objects of Twisted, txamqp
-            # and ours) lives as long as the process: frozen, the garbage
-            # collector no longer walks it in each full collection, nor in
-            # the ones Python runs as it exits (bench/README.md, "One message").
+        def run(reactor: IReactorCore, *argv: str) -> Deferred[None]:
+            # What the imports made (some 40,000 objects) lives as long as the
+            # process: frozen, the garbage collector no longer walks it
+            # (bench/README.md, "One message").
             gc.freeze()
             args = parse_args(parser, argv)
             stderr.start(parser.prog, live=not args.verbose)
             observer = textFileLogObserver(sys.stderr) if args.verbose else stderr.status
-            globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+            # (A function is an ILogObserver, but mypy cannot tell.)
+            globalLogBeginner.beginLoggingTo([cast(ILogObserver, observer)], redirectStandardIO=False)
             d = defer.maybeDeferred(main, reactor, args)
             interruption = Interruption(reactor, d)
             # After reactor.run() has installed its own handlers, to replace them.
@@ -121,16 +136,16 @@ def script(parser):
 class Interruption:
     """Ctrl-C or SIGTERM cancels main's Deferred; a second one ends the process."""
 
-    def __init__(self, reactor, d):
+    def __init__(self, reactor: IReactorCore, d: Deferred[None]) -> None:
         self.reactor = reactor
         self.d = d
-        self.signal = None
+        self.signal: str | None = None
 
-    def install(self):
+    def install(self) -> None:
         signal.signal(signal.SIGINT, self.handler)
         signal.signal(signal.SIGTERM, self.handler)
 
-    def handler(self, signum, frame):
+    def handler(self, signum: int, frame: FrameType | None) -> None:
         if self.d.called:
             return
         if self.signal is not None:
@@ -139,7 +154,7 @@ class Interruption:
         self.reactor.callFromThread(self.d.cancel)
 
 
-def exit_with_one_line(failure, verbose, interruption):
+def exit_with_one_line(failure: Failure, verbose: bool, interruption: Interruption) -> Failure:
     if failure.check(SystemExit):
         return failure
     if verbose:
@@ -147,9 +162,10 @@ def exit_with_one_line(failure, verbose, interruption):
     if failure.check(defer.CancelledError) and interruption.signal:
         line = "interrupted by %s before the end" % interruption.signal
     else:
-        line = explain(failure.value)
-        reason = failure.value.reason if failure.check(ConnectionFailed) else failure.value
-        hint = remedy(reason)
+        e = failure.value
+        assert e is not None  # (a Failure always holds its exception)
+        line = explain(e)
+        hint = remedy(e.reason if isinstance(e, ConnectionFailed) else e)
         if hint in HINTS and not (verbose and hint == "unexpected"):  # verbose: the traceback is there
             line += "; " + HINTS[hint]
     fail(line)

@@ -1,51 +1,56 @@
-"""producer.py's messages: every MESSAGE on the command line, and for "-"
-every line of stdin, read by a thread as it comes."""
+"""producer.py's messages, stdin's lines read by a thread as they come."""
+
+from __future__ import annotations
 
 import os
 import sys
 import threading
 from collections import deque
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from io import BufferedReader
+
+    from twisted.internet.interfaces import IReactorFromThreads
+
 
 class MessageBodies:
-    """producer.py's messages as bytes, exactly as given, each --count times:
-    every MESSAGE, and for "-" every line of stdin, without its newline.
-
-    A thread reads stdin (a read may wait as long as the writer likes, as
-    with `tail -f log |`), so the reactor never waits in one; it reads at
-    most READ_AHEAD bytes ahead. next() must be called only when ready() is
-    None: ready() is a Deferred while the next body has not come in yet."""
+    """Every MESSAGE as bytes, and for "-" every line of stdin without its
+    newline, each --count times. A thread reads stdin (a read may wait as
+    long as the writer likes, as with `tail -f log |`), at most READ_AHEAD
+    bytes ahead. Call next() only when ready() is None, not a Deferred."""
 
     READ_AHEAD = 256 << 10  # short lines are some 50 bytes of memory each: 4 MiB of them held 17 MiB
 
-    def __init__(self, reactor, messages, count):
+    def __init__(self, reactor: IReactorFromThreads, messages: Iterable[str], count: int) -> None:
         self.messages = list(messages)
         self.count = count
-        self.body, self.copies = None, 0  # the body being repeated, and how many more times
+        self.body, self.copies = b"", 0  # the body being repeated, and how many more times
         self.reactor = reactor
-        self.lines = deque()  # stdin's lines read, not yet given out
+        self.lines: deque[bytes] = deque()  # stdin's lines read, not yet given out
         self.buffered = 0  # their bytes, and those of the line still coming
-        self.partial = []  # chunks of the line still coming
+        self.partial: list[bytes] = []  # chunks of the line still coming
         self.ended = "-" not in self.messages
-        self.waiting = None  # the Deferred ready() gave out
+        self.waiting: defer.Deferred[None] | None = None  # the Deferred ready() gave out
         self.more = threading.Event()  # the thread may read on
         self.more.set()
         if not self.ended:
             threading.Thread(target=self.read, args=(sys.stdin.buffer,), daemon=True).start()
 
-    def __iter__(self):
+    def __iter__(self) -> MessageBodies:
         return self
 
-    def __next__(self):
+    def __next__(self) -> bytes:
         if not self.copies:
             self.body = self.take()
             self.copies = self.count
         self.copies -= 1
         return self.body
 
-    def take(self):
+    def take(self) -> bytes:
         while self.messages:
             if self.messages[0] != "-":
                 return os.fsencode(self.messages.pop(0))  # the bytes the shell passed
@@ -58,20 +63,19 @@ class MessageBodies:
             self.messages.pop(0)
         raise StopIteration
 
-    def ready(self):
+    def ready(self) -> defer.Deferred[None] | None:
         if self.copies or self.lines or self.ended or not self.messages or self.messages[0] != "-":
             return None
         if self.waiting is None:
             self.waiting = defer.Deferred()
         return self.waiting
 
-    def read_on(self):
-        """Let the thread read more: while less than READ_AHEAD is buffered,
-        or while no whole line is (a line may be longer than READ_AHEAD)."""
+    def read_on(self) -> None:
+        # Read on below READ_AHEAD, or while no whole line is in: a line may be longer.
         if not self.more.is_set() and (self.buffered < self.READ_AHEAD or not self.lines):
             self.more.set()  # (set() takes a lock: not for every line)
 
-    def read(self, stream):
+    def read(self, stream: BufferedReader) -> None:
         """In the thread: stdin in chunks, each handed to the reactor."""
         while True:
             self.more.wait()
@@ -81,7 +85,7 @@ class MessageBodies:
             if not chunk:
                 return
 
-    def received(self, chunk):
+    def received(self, chunk: bytes) -> None:
         """In the reactor: the lines of a chunk (b"" at the end of stdin)."""
         if chunk:
             *complete, rest = chunk.split(b"\n")

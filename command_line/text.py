@@ -3,7 +3,8 @@ it (printable), and any text as an error message quotes it (shorten)."""
 
 import re
 
-def printable(body):
+
+def printable(body: bytes) -> str:
     """A message body as one line of text that cannot drive a terminal nor
     hide anything: UTF-8 decoded, with every character that str.isprintable()
     rejects escaped, and the backslash too, so the line reads back to the
@@ -15,11 +16,10 @@ def printable(body):
     return text.translate(Escapes())
 
 
-class Escapes(dict):
-    """str.translate's table for one body: each character's escape (or the
-    character itself), worked out the first time it occurs."""
+class Escapes(dict[int, str]):
+    """str.translate's table for one body: each character's escape, worked out the first time it occurs."""
 
-    def __missing__(self, code):
+    def __missing__(self, code: int) -> str:
         self[code] = escaped = escape(chr(code))
         return escaped
 
@@ -27,8 +27,7 @@ class Escapes(dict):
 SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def escape(char):
-    """One character of a decoded body as printable writes it."""
+def escape(char: str) -> str:
     if char in SHORT_ESCAPES:
         return SHORT_ESCAPES[char]
     if char.isprintable():
@@ -41,13 +40,10 @@ def escape(char):
     return "\\u%04x" % code if code <= 0xFFFF else "\\U%08x" % code
 
 
-
-
-def shorten(text, limit=300, word=60):
+def shorten(text: str, limit: int = 300, word: int = 60) -> str:
     """text made one short line for an error message: characters that are not
     printable shown as Python escapes, each word and the whole cut to a limit."""
     if not text.isprintable():
         text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     text = re.sub(r"\S{%d,}" % (word + 1), lambda m: m.group()[:word - 3] + "...", text)
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
