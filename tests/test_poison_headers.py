@@ -218,6 +218,7 @@ def test_every_message_is_printed_and_acked(spec, broker, names, amqplib):
     assert helpers.queue_depth(broker.url, names.queue) == 0
 
 
+@pytest.mark.not_ours
 @pytest.mark.parametrize("protocol", sorted(PROTOCOL_HEADERS))
 @pytest.mark.parametrize("case", sorted({**REFUSED_BY_RABBITMQ, **BAD_RAW}))
 def test_rabbitmq_refuses_headers_it_cannot_parse(case, protocol, broker, names):

@@ -17,6 +17,7 @@ from helpers import fails, run_script
 MIB = 1024 * 1024
 
 
+@pytest.mark.not_ours
 def test_node_is_a_real_rabbitmq_4(rabbitmq4):
     assert rabbitmq4.ctl("version").strip().startswith("4.")
     assert rabbitmq4.port not in (5672, 5671)
