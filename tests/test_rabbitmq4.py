@@ -134,6 +134,7 @@ def assert_fell_back_once_on_rabbitmq4(stderr, first, second):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # the producer's own wait (120 s) must end first, after the node stops
 @pytest.mark.parametrize("order", ORDERS)
 def test_producer_fails_over_between_rabbitmq_3_and_4(order, rabbitmq3, rabbitmq4, spawn):
     first, second = nodes(order, rabbitmq3, rabbitmq4)
