@@ -20,7 +20,11 @@ import pytest
 import helpers
 from rabbitmq_nodes import EXTERNAL_URL, make_node
 
-pytestmark = pytest.mark.slow
+# The first test also boots the three nodes and joins them (the module's
+# fixture: some 25 s on a 2-core machine, more under load), and each test
+# waits up to 90 s for a script after a node stops: 120 s would cut those
+# waits short, and their messages with them.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 SIZE = 3
 STREAM = 30000

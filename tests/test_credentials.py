@@ -1,9 +1,9 @@
 """Where the password comes from: the URL (--url or AMQP_URL) or --password-file,
 which keeps it off the command line that ps shows. It is never printed."""
 
+import signal
 from urllib.parse import quote
 
-import psutil
 import pytest
 
 import helpers
@@ -70,16 +70,33 @@ def test_bad_password_file(content, words, tmp_path):
     helpers.assert_no_secret(result)
 
 
-def test_ps_shows_no_password(secret_url, tmp_path, spawn):
-    # What ps (and /proc/PID/cmdline) shows of a consumer that reads its
-    # password from a file: the file's name, not the password.
-    password_file = tmp_path / "password"
-    password_file.write_text(PASSWORD + "\n")
-    consumer = spawn("consumer.py", "amqp0-8.xml", "--queue", "q.ps." + tmp_path.name,
-                     "--password-file", password_file, url=without_password(secret_url))
+@pytest.mark.parametrize("verbose", [[], ["--verbose"]], ids=["plain", "verbose"])
+@pytest.mark.parametrize("given", ["in the URL", "in a file"])
+def test_reconnecting_consumer_never_shows_the_password(given, verbose, broker, secret_url, names,
+                                                        tmp_path, spawn):
+    # Every line a consumer prints over a run that names its broker: waiting,
+    # the lost connection (the broker closes it), reconnecting, waiting again,
+    # the messages, the stop; and with --verbose Twisted's log too. None may
+    # hold the password, whether it came in the URL or from --password-file.
+    if given == "in a file":
+        password_file = tmp_path / "password"
+        password_file.write_text(PASSWORD + "\n")
+        url, password = without_password(secret_url), ["--password-file", password_file]
+    else:
+        url, password = secret_url, []
+    consumer = spawn("consumer.py", "amqp0-9-1.xml", *names.args, *password, *verbose, url=url)
     consumer.wait_for_stderr("Waiting for messages")
-    command_line = " ".join(psutil.Process(consumer.pid).cmdline())
-    assert str(password_file) in command_line
-    for form in helpers.secret_forms():
-        assert form not in command_line
-    helpers.delete(secret_url, queue="q.ps." + tmp_path.name)
+    helpers.publish(secret_url, names.exchange, names.routing_key, b"before")
+    assert consumer.read_stdout_lines(1) == ["Received: before from channel #1"]
+    broker.ctl("close_all_connections", "closed by the test")
+    consumer.wait_for_stderr("reconnecting")
+    helpers.publish(secret_url, names.exchange, names.routing_key, b"after")  # waits in the queue
+    assert consumer.read_stdout_lines(1) == ["Received: after from channel #1"]
+    consumer.send_signal(signal.SIGINT)
+    assert consumer.wait() == 0, consumer.stderr_text
+    # Not one line holds the password, in any form ...
+    helpers.assert_no_secret(consumer)
+    # ... and the lines that name the broker were printed, with its user.
+    shown = without_password(secret_url)
+    assert "lost the connection to %s: " % shown in consumer.stderr_text, consumer.stderr_text
+    assert consumer.stderr_text.count("Waiting for messages") == 2, consumer.stderr_text

@@ -115,6 +115,7 @@ def test_readme_front_page_is_short():
     assert len(lines) < FRONT_PAGE_LINES
 
 
+@pytest.mark.not_ours
 def test_the_checker_finds_broken_links_and_anchors(tmp_path):
     """The checker itself: a page with good and bad links of every kind."""
     (tmp_path / "other.md").write_text("# Other page\n\n## TLS (amqps://)\n\n## Same\n\n## Same\n")
@@ -135,6 +136,7 @@ def test_the_checker_finds_broken_links_and_anchors(tmp_path):
     ]
 
 
+@pytest.mark.not_ours
 @pytest.mark.parametrize("heading, expected", [
     ("Clusters (several `--url`)", "clusters-several---url"),
     ("TLS (amqps://)", "tls-amqps"),

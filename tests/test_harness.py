@@ -11,6 +11,8 @@ from twisted.internet import defer
 import helpers
 from helpers import ROOT, get_all, publish, queue_depth, queue_exists, run_script
 
+pytestmark = pytest.mark.not_ours
+
 
 @pytest.mark.rabbitmq4
 def test_node_is_not_the_machines_broker(broker):

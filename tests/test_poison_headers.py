@@ -206,6 +206,7 @@ def publish_all(url, names, node, protocol="0-9-1"):
     return bodies
 
 
+@pytest.mark.timeout(420)  # the first one may run npm ci (its own limit: 300 s)
 @pytest.mark.parametrize("spec", SPECS)
 def test_every_message_is_printed_and_acked(spec, broker, names, amqplib):
     helpers.declare(broker.url, names.exchange, names.queue, names.routing_key)
@@ -218,6 +219,7 @@ def test_every_message_is_printed_and_acked(spec, broker, names, amqplib):
     assert helpers.queue_depth(broker.url, names.queue) == 0
 
 
+@pytest.mark.not_ours
 @pytest.mark.parametrize("protocol", sorted(PROTOCOL_HEADERS))
 @pytest.mark.parametrize("case", sorted({**REFUSED_BY_RABBITMQ, **BAD_RAW}))
 def test_rabbitmq_refuses_headers_it_cannot_parse(case, protocol, broker, names):

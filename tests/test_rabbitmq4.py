@@ -17,6 +17,7 @@ from helpers import fails, run_script
 MIB = 1024 * 1024
 
 
+@pytest.mark.not_ours
 def test_node_is_a_real_rabbitmq_4(rabbitmq4):
     assert rabbitmq4.ctl("version").strip().startswith("4.")
     assert rabbitmq4.port not in (5672, 5671)
@@ -140,6 +141,7 @@ def assert_fell_back_once_on_rabbitmq4(stderr, first, second):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # the producer's own wait (120 s) must end first, after the node stops
 @pytest.mark.parametrize("order", ORDERS)
 def test_producer_fails_over_between_rabbitmq_3_and_4(order, rabbitmq3, rabbitmq4, spawn):
     first, second = nodes(order, rabbitmq3, rabbitmq4)
