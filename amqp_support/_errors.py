@@ -1,11 +1,13 @@
-"""Every exception amqp_support raises, in one place at the bottom of the
-package: every other module imports from here, this one from none of them.
-
-A program that uses amqp_support catches these by name; explain.py says any
-of them (and whatever Twisted, txamqp or OpenSSL raised) in one line. This
-module needs nothing but Python's standard library (nor does url.py, which
-tools/demo.py imports with any Python).
+"""Every exception amqp_support raises, at the bottom of the package: every
+other module imports from here, this one from none of them, and from
+nothing but Python's standard library (tools/demo.py imports _url.py, and so
+this, with any Python). A program catches them by name; _explain.py says any
+of them (and whatever Twisted, txamqp or OpenSSL raised) in one line.
 """
+
+import os
+from typing import Any
+
 
 class Failed(Exception):
     """An expected failure, already said in words: its text is the whole story."""
@@ -27,16 +29,16 @@ class BadTLSFile(UsageError):
     file goes. A program with its own words for the file (a command-line
     option, say) gets its line from worded(name)."""
 
-    def __init__(self, parameter, path, template):
+    def __init__(self, parameter: str, path: str | os.PathLike[str], template: str) -> None:
         self.parameter, self.path, self.template = parameter, path, template
         super().__init__(self.worded(parameter))
 
-    def worded(self, name):
+    def worded(self, name: str) -> str:
         return self.template.format(file="%s %r" % (name, str(self.path)))
 
 
 class UnsupportedTxamqp(ImportError):
-    """The installed txamqp is not the release amqp_support.client was written for."""
+    """The installed txamqp is not the release amqp_support was written for."""
 
 
 class FrameError(Exception):
@@ -46,7 +48,7 @@ class FrameError(Exception):
 class ProtocolRefused(Exception):
     """The broker answered our protocol header with the one it speaks."""
 
-    def __init__(self, spec, header):
+    def __init__(self, spec: Any, header: bytes | bytearray) -> None:  # spec: a txamqp Spec
         super().__init__(spec, header)
         self.spec = spec
         self.header = bytes(header)
@@ -78,9 +80,10 @@ class ConnectionFailed(Failed):
     """Connecting, or the conversation on a connection, failed for good.
 
     `what` says which ("cannot connect to amqp://...", "lost the connection
-    to ..."), `reason` is the exception that ended it, `note` what had been
-    done by then (or None). str() is the whole line."""
+    to ..."), `reason` what ended it (an exception, or the broker's close: a
+    txamqp Message), `note` what had been done by then (or None). str() is
+    the whole line."""
 
-    def __init__(self, line, what, reason, note=None):
+    def __init__(self, line: str, what: str, reason: object, note: str | None = None) -> None:
         super().__init__(line)
         self.what, self.reason, self.note = what, reason, note

@@ -12,19 +12,29 @@ program to say in its own words, as one of:
     unexpected             an exception nobody expected
 """
 
+from typing import TYPE_CHECKING, TypeAlias
+
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import defer, error
-from txamqp import client, queue
 from twisted.python.failure import Failure
+from txamqp import client, queue
 from txamqp.message import Message
 
 from amqp_support._errors import (ConsumerCancelled, CutMidFrame, Failed, FrameError, HeartbeatMissed,
                                   LoginRefused, ProtocolRefused, UnexpectedMethod)
 from amqp_support._protocol import NAMES, may_speak_0_9_1, protocol_name
 
+if TYPE_CHECKING:
+    from amqp_support._client import AMQClient
 
-def reason_of(e, conn=None):
+# What ends a call: an exception, a Failure of one, or the broker's
+# connection.close or channel.close (a txamqp Message).
+Reason: TypeAlias = BaseException | Failure | Message
+Explained = tuple[str, str | None]  # (one line, the name of its remedy or None)
+
+
+def reason_of(e: Reason, conn: "AMQClient | None" = None) -> Reason:
     """What really ended a call: txamqp wraps it in Closed(...) or Failure;
     conn.reason says why a connection ended when txamqp's Closed does not."""
     while True:
@@ -32,13 +42,13 @@ def reason_of(e, conn=None):
             e = e.value
         elif isinstance(e, (client.Closed, queue.Closed)) and e.args and e.args[0] is not None:
             e = e.args[0]
-        elif isinstance(e, (client.Closed, queue.Closed)) and getattr(conn, "reason", None) is not None:
+        elif isinstance(e, (client.Closed, queue.Closed)) and conn is not None and conn.reason is not None:
             e, conn = conn.reason, None
         else:
             return e
 
 
-def protocol_refused(e):
+def protocol_refused(e: ProtocolRefused) -> Explained:
     ours = protocol_name(e.spec)
     offered = NAMES.get(e.header, repr(e.header))
     text = "the broker refused %s and answered with the %s protocol header" % (ours, offered)
@@ -51,18 +61,18 @@ def protocol_refused(e):
     return text, None  # 0-9-1 refused: no other spec file to offer
 
 
-def broker_closed(message):
+def broker_closed(message: Message) -> str:
     """connection.close or channel.close, as the broker explained it."""
     what = "connection" if message.method.klass.name == "connection" else "channel"
     return "the broker closed the %s: %s" % (what, close_reason(message))
 
 
-def close_reason(message):
+def close_reason(message: Message) -> str:
     """The reply code and text of a close, and the method it answers."""
     return "%s %s%s" % (message.reply_code, message.reply_text, in_reply_to(message))
 
 
-def channel_closed(e, conn=None):
+def channel_closed(e: Reason, conn: "AMQClient | None" = None) -> str | None:
     """Why the broker closed the channel, if that is what ended this call, else
     None. A channel error (406 on a declare, 403, a message too big) leaves
     the connection as it was."""
@@ -72,7 +82,7 @@ def channel_closed(e, conn=None):
     return None
 
 
-def in_reply_to(message):
+def in_reply_to(message: Message) -> str:
     """The method the broker's close answers, as " (in reply to class.method)"."""
     try:
         klass = message.method.klass.spec.classes.byid[message.class_id]
@@ -94,7 +104,7 @@ TLS_REASONS = {
 }
 
 
-def tls_failed(e):
+def tls_failed(e: SSL.Error | VerificationError) -> Explained:
     if isinstance(e, VerificationError):
         # Raised by Twisted's host name check, inside the handshake.
         return ("TLS failed: the broker's certificate does not name the host in the URL"
@@ -106,19 +116,18 @@ def tls_failed(e):
     return "TLS failed: %s%s" % (text, ": " + meaning if meaning else ""), hint
 
 
-def explain(e, conn=None):
+def explain(e: Reason, conn: "AMQClient | None" = None) -> str:
     """e in one line. conn: the connection it happened on (its reason is
     the real one when txamqp only says Closed)."""
     return explained(reason_of(e, conn))[0]
 
 
-def remedy(e, conn=None):
+def remedy(e: Reason, conn: "AMQClient | None" = None) -> str | None:
     """The name of what a person could do about e (see above), or None."""
     return explained(reason_of(e, conn))[1]
 
 
-def explained(e):
-    """(e in one line, the name of its remedy or None)."""
+def explained(e: Reason) -> Explained:
     if isinstance(e, ProtocolRefused):
         return protocol_refused(e)
     if isinstance(e, (SSL.Error, VerificationError)):
@@ -143,7 +152,7 @@ def explained(e):
 
 
 # Twisted's failures to connect, and what they mean.
-PLAIN_WORDS = [
+PLAIN_WORDS: list[tuple[type[Exception] | tuple[type[Exception], ...], str]] = [
     (error.ConnectionRefusedError, "connection refused (is RabbitMQ running there?)"),
     (error.DNSLookupError, "unknown host"),
     ((error.TimeoutError, defer.TimeoutError, defer.CancelledError), "no answer in time"),

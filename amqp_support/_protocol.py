@@ -3,6 +3,10 @@ protocol it speaks, and a broker sends back when it speaks another one.
 Standard library only (tools/demo.py uses it before any virtualenv exists).
 """
 
+from typing import Any
+
+Spec = Any  # a txamqp.spec.Spec (txamqp has no type information)
+
 AMQP_0_8 = b"AMQP\x01\x01\x08\x00"
 AMQP_0_9_1 = b"AMQP\x00\x00\x09\x01"
 
@@ -14,17 +18,17 @@ NAMES = {
 }
 
 
-def protocol_header(spec):
-    """The header for a txamqp spec: AMQP 0-8's or AMQP 0-9-1's."""
+def protocol_header(spec: Spec) -> bytes:
+    """AMQP 0-8's header or AMQP 0-9-1's."""
     return AMQP_0_8 if (spec.major, spec.minor) == (8, 0) else AMQP_0_9_1
 
 
-def protocol_name(spec):
-    """The protocol of a txamqp spec: "AMQP 0-8" or "AMQP 0-9-1"."""
+def protocol_name(spec: Spec) -> str:
+    """"AMQP 0-8" or "AMQP 0-9-1"."""
     return NAMES[protocol_header(spec)]
 
 
-def may_speak_0_9_1(header):
+def may_speak_0_9_1(header: bytes) -> bool:
     """Whether a broker that refused our protocol with this header may speak
     AMQP 0-9-1: it names neither 0-8 nor 0-9. (RabbitMQ 4 answers 0-8's
     header with AMQP 1.0's, and speaks 0-9-1.)"""

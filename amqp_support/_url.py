@@ -12,14 +12,13 @@ class BrokerURL:
     username, password, vhost. str() shows it without the password.
     A URL that names no broker raises BadURL."""
 
-    def __init__(self, url):
+    def __init__(self, url: str) -> None:
         try:
             parts = urlsplit(url)
         except ValueError:  # a bad [IPv6] address, say
             raise BadURL("%r is not a valid URL" % self.mask(url)) from None
         if parts.scheme not in ("amqp", "amqps") or not url.partition(":")[2].startswith("//"):
-            raise BadURL(
-                "%r is not an amqp:// or amqps:// URL" % self.mask(url))
+            raise BadURL("%r is not an amqp:// or amqps:// URL" % self.mask(url))
         if "@" not in parts.netloc and "@" in url.partition("//")[2]:
             # "amqp://user:pa/ss@host" ends its host at the "/": the password
             # would become the port and the vhost.
@@ -38,21 +37,21 @@ class BrokerURL:
         self.vhost = unquote(parts.path[1:]) or "/"
 
     @staticmethod
-    def mask(url):
+    def mask(url: str) -> str:
         """url for an error message: anything between the user name and the
         last "@" may be a password (passwords hold "/" and "@" too): ***."""
         if "@" not in url:
             return url
-        user = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*", url)
-        user = user.group(0) if user else ""
+        found = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://[^:@/?#]*", url)
+        user = found.group(0) if found else ""
         if url[len(user):].startswith("@"):
             return url  # a user name and no password
         return "%s***@%s" % (user + ":" if user else "", url.rpartition("@")[2])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "BrokerURL(%r)" % str(self)
 
-    def __str__(self):
+    def __str__(self) -> str:
         # Never the password: this string goes into messages and logs.
         scheme = "amqps" if self.tls else "amqp"
         host = "[%s]" % self.host if ":" in self.host else self.host
