@@ -6,15 +6,29 @@ trusted CA (ClientTLS's cafile, else the system's trust store) and name the host
 in the URL. A broker that asks for a client certificate gets ClientTLS's.
 """
 
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar, cast
+
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from OpenSSL import crypto
 from twisted.internet import ssl
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
-from zope.interface import implementer
+from twisted.internet.interfaces import (IOpenSSLClientConnectionCreator, IProtocol, IProtocolFactory,
+                                         IReactorTime, IStreamClientEndpoint)
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from amqp_support._errors import BadTLSFile
+from amqp_support._url import BrokerURL
+
+if TYPE_CHECKING:
+    from amqp_support._client import AMQClient
+
+T = TypeVar("T")
+StrPath = str | os.PathLike[str]
 
 
 @implementer(IStreamClientEndpoint)
@@ -28,26 +42,30 @@ class FailoverEndpoint:
     `broker` is the one the last attempt went to.
     """
 
-    def __init__(self, reactor, brokers, timeout, tls=None):
+    def __init__(self, reactor: IReactorTime, brokers: Sequence[BrokerURL], timeout: float,
+                 tls: "ClientTLS | None" = None) -> None:
         self.endpoints = [(broker, client_endpoint(reactor, broker, timeout, tls)) for broker in brokers]
         self.attempts = 0
         self.broker = brokers[0]
 
-    def connect(self, factory):
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         broker, endpoint = self.endpoints[self.attempts % len(self.endpoints)]
         self.broker = broker
         self.attempts += 1
 
-        def connected(conn):
+        def connected(conn: "AMQClient") -> "AMQClient":  # built by AMQPFactory
             conn.connected_to(broker)
             return conn
-        return endpoint.connect(factory).addCallback(connected)
+        # mypy reads zope interfaces (endpoint's) only with the mypy-zope plugin.
+        return endpoint.connect(factory).addCallback(connected)  # type: ignore[call-arg, misc]
 
 
-def client_endpoint(reactor, broker, timeout, tls=None):
+def client_endpoint(reactor: IReactorTime, broker: BrokerURL, timeout: float,
+                    tls: "ClientTLS | None" = None) -> IStreamClientEndpoint:
     """TCP to the broker, wrapped in TLS for amqps:// (tls: a ClientTLS; by
     default the system's trust store and no client certificate)."""
-    endpoint = HostnameEndpoint(reactor, broker.host, broker.port, timeout=timeout)
+    # cast: mypy reads zope's @implementer only with the mypy-zope plugin.
+    endpoint = cast(IStreamClientEndpoint, HostnameEndpoint(reactor, broker.host, broker.port, timeout=timeout))
     if not broker.tls:
         return endpoint
     return wrapClientTLS((tls or ClientTLS()).options(broker.host), endpoint)
@@ -59,7 +77,8 @@ class ClientTLS:
     certfile with the key in keyfile (default: in certfile), if the broker
     asks for one. Files that cannot be used raise BadTLSFile."""
 
-    def __init__(self, cafile=None, certfile=None, keyfile=None):
+    def __init__(self, cafile: StrPath | None = None, certfile: StrPath | None = None,
+                 keyfile: StrPath | None = None) -> None:
         self.trust = ssl.platformTrust()
         if cafile:
             # Every certificate in the file is trusted, so a bundle of CAs works.
@@ -77,14 +96,15 @@ class ClientTLS:
             if public_bytes(certs[0].public_key()) != public_bytes(key.public_key()):
                 raise BadTLSFile("keyfile" if keyfile else "certfile", keyfile or certfile,
                                  "the key in {file} does not belong to the certificate in %r" % str(certfile))
+            # pyOpenSSL takes RSA, DSA, EC and EdDSA keys; any other raises TypeError.
             self.client = ssl.PrivateCertificate.fromCertificateAndKeyPair(
                 ssl.Certificate(crypto.X509.from_cryptography(certs[0])),
-                ssl.KeyPair(crypto.PKey.from_cryptography_key(key)))
+                ssl.KeyPair(crypto.PKey.from_cryptography_key(key)))  # type: ignore[arg-type]
             self.chain = [crypto.X509.from_cryptography(c) for c in certs[1:]]
         elif keyfile:
             raise BadTLSFile("keyfile", keyfile, "{file} is a key without a certificate")
 
-    def options(self, host):
+    def options(self, host: str) -> IOpenSSLClientConnectionCreator:
         """Twisted's client TLS options: verify the server as `host`, and show
         the client certificate if there is one."""
         return ssl.optionsForClientTLS(host, self.trust, clientCertificate=self.client,
@@ -92,12 +112,12 @@ class ClientTLS:
                                        if self.chain else None)
 
 
-def public_bytes(public_key):
+def public_bytes(public_key: PublicKeyTypes) -> bytes:
     return public_key.public_bytes(serialization.Encoding.DER,
                                    serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def load(path, parameter, what, parse):
+def load(path: StrPath, parameter: str, what: str, parse: Callable[[bytes], T]) -> T:
     """parse(the bytes of path), or BadTLSFile naming the parameter it came in."""
     try:
         with open(path, "rb") as f:

@@ -20,46 +20,54 @@ Cancelling run() cancels the conversation, which may stop cleanly and return.
 """
 
 import os
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar, cast
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, error, task
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IProtocolFactory, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from txamqp.message import Message
 
 from amqp_support._client import AMQClient
-from amqp_support._endpoint import FailoverEndpoint
+from amqp_support._endpoint import ClientTLS, FailoverEndpoint
 from amqp_support._errors import ConnectionFailed, CutMidFrame, Failed, HeartbeatMissed, ProtocolRefused
 from amqp_support._explain import channel_closed, explain, reason_of
-from amqp_support._protocol import may_speak_0_9_1, protocol_name
+from amqp_support._protocol import Spec, may_speak_0_9_1, protocol_name
 from amqp_support._status import log as status_log
+from amqp_support._url import BrokerURL
+
+T = TypeVar("T")
 
 TRANSIENT = (error.ConnectionRefusedError, error.DNSLookupError, error.TimeoutError,
              error.ConnectionDone, error.ConnectionLost, error.ConnectionClosed,
              defer.TimeoutError, HeartbeatMissed, CutMidFrame)
 
 
-def is_transient(e, conn=None):
+def is_transient(e: Exception, conn: AMQClient | None = None) -> bool:
     """Could another connection help? After a lost or refused connection, a
     timeout, a broker shutting down: yes. After a refusal (login, vhost,
     protocol, TLS) or a channel error: no."""
-    e = reason_of(e, conn)
-    if isinstance(e, Message):
-        return e.reply_code == 320  # CONNECTION_FORCED: the broker is shutting down
-    return isinstance(e, TRANSIENT)
+    reason = reason_of(e, conn)
+    if isinstance(reason, Message):
+        return reason.reply_code == 320  # CONNECTION_FORCED: the broker is shutting down
+    return isinstance(reason, TRANSIENT)
 
 
-class AMQPFactory(Factory):
+class AMQPFactory(Factory[AMQClient]):
     """Builds the AMQClient of each connection, with the run's spec;
     lost(conn) is called as the connection ends, before ClientService hears of it."""
 
-    def __init__(self, spec, heartbeat, timeout, reactor, lost):
+    def __init__(self, spec: Spec, heartbeat: int, timeout: float, reactor: IReactorTime,
+                 lost: Callable[[AMQClient], None]) -> None:
         self.spec = spec
         self.heartbeat = heartbeat
         self.timeout = timeout
         self.reactor = reactor
         self.lost = lost
 
-    def buildProtocol(self, addr):
+    def buildProtocol(self, addr: IAddress | None) -> AMQClient:
         conn = AMQClient(self.spec, self.heartbeat, self.reactor, login_timeout=self.timeout)
         conn.disconnected.wait().addCallback(lambda _: self.lost(conn))
         return conn
@@ -74,7 +82,9 @@ class AMQPService(ClientService):
     0-8, called the first time one does, or None (the refusal is then a
     failure like any other)."""
 
-    def __init__(self, reactor, spec, brokers, *, timeout, heartbeat, tls=None, reconnect, fallback=None):
+    def __init__(self, reactor: IReactorTime, spec: Spec, brokers: Sequence[BrokerURL], *, timeout: float,
+                 heartbeat: int, tls: ClientTLS | None = None, reconnect: bool,
+                 fallback: Callable[[], Spec] | None = None) -> None:
         self.reactor = reactor
         self.reconnect = reconnect
         self.spec = spec
@@ -86,10 +96,13 @@ class AMQPService(ClientService):
         self._backoff = backoffPolicy(initialDelay=0.5, maxDelay=30.0)
         self.endpoint = FailoverEndpoint(reactor, brokers, timeout, tls)
         self.factory = AMQPFactory(spec, heartbeat, timeout, reactor, self._lost)
-        super().__init__(self.endpoint, self.factory, clock=reactor, retryPolicy=self._delay)
+        # cast: mypy reads zope's @implementer only with the mypy-zope plugin.
+        super().__init__(cast(IStreamClientEndpoint, self.endpoint), cast(IProtocolFactory, self.factory),
+                         clock=reactor, retryPolicy=self._delay)
 
     @defer.inlineCallbacks
-    def run(self, conversation, note=None):
+    def run(self, conversation: Callable[[AMQClient], Deferred[T]],
+            note: Callable[[], str] | None = None) -> Generator[Deferred[Any], Any, T]:
         """conversation(conn) on each new connection until it returns; its
         result. note(): what had been done when a connection failed, said
         with the failure."""
@@ -115,7 +128,7 @@ class AMQPService(ClientService):
             yield self.stopService()
 
     @defer.inlineCallbacks
-    def _next_connection(self):
+    def _next_connection(self) -> Generator[Deferred[Any], Any, AMQClient | None]:
         """The next connection, or None after a failure to try again after."""
         conn = None
         try:
@@ -133,18 +146,18 @@ class AMQPService(ClientService):
         conn.opened.addCallback(self._logged_in)
         return conn
 
-    def _refused_for_fallback(self, conn):
+    def _refused_for_fallback(self, conn: AMQClient) -> bool:
         """Whether conn ended because its broker refused the spec's protocol
         and may speak the fallback's (RabbitMQ 4 refusing AMQP 0-8)."""
         e = reason_of(conn.reason) if conn.reason is not None else None
         return (self.fallback is not None and conn.spec is self.spec and isinstance(e, ProtocolRefused)
                 and may_speak_0_9_1(e.header))
 
-    def _lost(self, conn):
+    def _lost(self, conn: AMQClient) -> None:
         """As a connection ends, before ClientService picks the next attempt:
         after a refusal of the spec for the fallback, the fallback from now
         on, and the next attempt at once."""
-        if not self._refused_for_fallback(conn) or self.factory.spec is not self.spec:
+        if self.fallback is None or not self._refused_for_fallback(conn) or self.factory.spec is not self.spec:
             return
         refused = protocol_name(conn.spec)
         self.factory.spec = fallback = self.fallback()
@@ -154,7 +167,7 @@ class AMQPService(ClientService):
         self._at_once = True
         self._uncounted += 1
 
-    def _delay(self, attempt):
+    def _delay(self, attempt: int) -> float:
         """ClientService's retry policy: backoff with jitter, but none before
         the attempt that follows a switch to the fallback."""
         if self._at_once:
@@ -162,14 +175,15 @@ class AMQPService(ClientService):
             return 0
         return self._backoff(attempt)
 
-    def _logged_in(self, conn):
+    def _logged_in(self, conn: AMQClient) -> None:
         self._ever_logged_in = True
         if self._reconnecting:
             status_log.info("connected to {broker}", broker=conn.broker)
             self._reconnecting = False
 
     @defer.inlineCallbacks
-    def _failed(self, e, conn=None, note=None):
+    def _failed(self, e: Exception, conn: AMQClient | None = None,
+                note: str | None = None) -> Generator[Deferred[Any], Any, None]:
         """After a failure: carry on (return) if it may pass and we reconnect,
         or while the first connection still has brokers to try; else end
         with ConnectionFailed."""
