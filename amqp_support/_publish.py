@@ -27,11 +27,23 @@ first, so nothing is lost (a message may arrive twice).
 """
 
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import defer, task
+from twisted.internet.defer import Deferred
 from txamqp.client import Closed
 
 from amqp_support._errors import Failed, UnexpectedMethod
+
+if TYPE_CHECKING:
+    from txamqp.content import Content
+    from txamqp.message import Message
+
+    from amqp_support._client import AMQChannel
+    from amqp_support._explain import Reason
+
+T = TypeVar("T")
 
 
 class Outbox:
@@ -44,32 +56,33 @@ class Outbox:
     # nothing would go out until the window fills).
     BREATHE = 200
 
-    def __init__(self, contents, *, window, window_bytes, ready=None):
+    def __init__(self, contents: Iterable["Content"], *, window: int, window_bytes: int,
+                 ready: Callable[[], Deferred[Any] | None] | None = None) -> None:
         """contents: the messages (txamqp Contents), an iterable. ready: for
         contents that come in over time (stdin's lines), a function that
         next_message() calls before taking each one: None when the next (or
         the end) is at hand, else a Deferred that fires once it is."""
         self.contents = iter(contents)
         self.ready = ready or (lambda: None)
-        self.pending = None  # the messages() being given out on the watched channel
-        self.waiting_input = None  # the Deferred of a wait for contents to come
+        self.pending: Iterator[Content]  # the messages() being given out on the watched channel: set by watch()
+        self.waiting_input: Deferred[None] | None = None  # the Deferred of a wait for contents to come
         self.confirms = False  # else transactions: as watch() says
         self.window = window
         self.window_bytes = window_bytes
-        self.chan = None
-        self.again = deque()  # sent on a connection that was lost, not taken: first on the next
-        self.unsettled = OrderedDict()  # on this channel: delivery tag: content, oldest first
+        self.chan: AMQChannel  # set by watch()
+        self.again: deque[Content] = deque()  # sent on a connection that was lost, not taken: first on the next
+        self.unsettled: OrderedDict[int, Content] = OrderedDict()  # this channel's: delivery tag: content, oldest first
         self.unsettled_bytes = 0  # the size of their bodies
         self.tags = 0
         self.batch = self.batch_bytes = 0  # with tx: messages and bytes since the last commit
         self.generation = 0  # one per watch(): a commit-ok from a lost channel counts for nothing
         self.taken = 0  # acked or committed
         self.refused = 0  # nacked
-        self.returns = []  # (code, text, exchange, key) of each basic.return
-        self.waiting = None  # (Deferred, fire when fewer than this many are unsettled)
-        self.failure = None
+        self.returns: list[tuple[int, str, str, str]] = []  # (code, text, exchange, key) of each basic.return
+        self.waiting: tuple[Deferred[None], int, int] | None = None  # (d, fire when fewer than these are unsettled)
+        self.failure: Exception | None = None
 
-    def watch(self, chan, confirms):
+    def watch(self, chan: "AMQChannel", confirms: bool) -> None:
         """Count what the broker says of the messages published on chan from
         now on: it is in confirm mode if confirms, else in tx mode, and
         nothing is published on it yet. What the previous channel left
@@ -85,7 +98,7 @@ class Outbox:
         self.pending = self.messages()
         chan.report_to(self)
 
-    def next_message(self):
+    def next_message(self) -> "Content | Deferred[Content | None] | None":
         """The next message to publish on the watched channel (counted as on
         its way), or None after the last: at once when it can, else a
         Deferred of it that fires once the window has room, the reactor has
@@ -95,7 +108,7 @@ class Outbox:
             return self.next_when_in()
         return wait.addCallback(lambda _: self.next_when_in())
 
-    def next_when_in(self):
+    def next_when_in(self) -> "Content | Deferred[Content | None] | None":
         """The next message once it has come in (what a lost connection left
         unconfirmed is always in)."""
         if not self.again:
@@ -104,12 +117,12 @@ class Outbox:
                 return wait.addCallback(lambda _: self.next_when_in())
         return next(self.pending, None)
 
-    def idle(self):
+    def idle(self) -> bool:
         """Whether the next message has not come in yet (with transactions:
         time to commit what has, rather than hold it while stdin is quiet)."""
         return not self.again and self.ready() is not None
 
-    def wait_for_input(self):
+    def wait_for_input(self) -> Deferred[None] | None:
         """None when contents has its next message (or its end) at hand; else
         a Deferred that fires once it has, or fails if the channel closes."""
         ready = self.ready()
@@ -118,7 +131,7 @@ class Outbox:
         # Ctrl-C cancels it.
         d = self.waiting_input = defer.Deferred(lambda d: setattr(self, "waiting_input", None))
 
-        def came(result):
+        def came(result: object) -> object:
             if self.waiting_input is d and not d.called:
                 self.waiting_input = None
                 d.callback(None)
@@ -126,7 +139,7 @@ class Outbox:
         ready.addBoth(came)
         return d
 
-    def messages(self):
+    def messages(self) -> Iterator["Content"]:
         """The messages to publish on the watched channel, each counted as
         on its way once given out."""
         while True:
@@ -146,16 +159,16 @@ class Outbox:
             self.batch_bytes += size
             yield content
 
-    def full(self):
+    def full(self) -> bool:
         """Whether the window is full: time to commit, or to wait for confirms."""
         if self.confirms:
             return not self.below(self.window, self.window_bytes)
         return not (self.batch < self.window and self.batch_bytes < self.window_bytes)
 
-    def below(self, messages, size):
+    def below(self, messages: int, size: int) -> bool:
         return len(self.unsettled) < messages and self.unsettled_bytes < size
 
-    def wait_for_room(self):
+    def wait_for_room(self) -> Deferred[None] | None:
         """A Deferred that fires once the window has room (confirms came);
         None when it has room now, and it is no time to breathe: in
         inlineCallbacks, `yield None` goes on at once, without the cost of
@@ -168,18 +181,18 @@ class Outbox:
             return wait
         return wait.addCallback(lambda _: task.deferLater(self.chan.client.clock, 0, lambda: None))
 
-    def wait_for_all(self):
+    def wait_for_all(self) -> Deferred[None]:
         """A Deferred that fires once the broker has answered every message."""
         return self.wait_until_below(1, 1)
 
-    def committing(self, commit):
+    def committing(self, commit: Deferred[T]) -> Deferred[T]:
         """commit: the Deferred of tx.commit, just sent, for the messages
         published on the channel since its last commit (the batch). When it
         fires, they are taken; commit is returned, to wait on."""
         generation = self.generation
         self.batch = self.batch_bytes = 0
 
-        def ok(result):
+        def ok(result: T) -> T:
             if generation == self.generation:  # not a commit-ok from a lost channel
                 self.taken += len(self.unsettled)
                 self.unsettled.clear()
@@ -188,7 +201,7 @@ class Outbox:
             return result
         return commit.addCallback(ok)
 
-    def settle(self, tag, multiple, accepted):
+    def settle(self, tag: int, multiple: bool, accepted: bool) -> None:
         """basic.ack (accepted) or basic.nack of one message, or of every one up to tag."""
         settled = 0
         if self.confirms:
@@ -208,16 +221,16 @@ class Outbox:
             self.refused += settled
         self.wake()
 
-    def wake(self):
+    def wake(self) -> None:
         """Fire the wait, if there is one and it is over."""
         if self.waiting is not None and self.below(*self.waiting[1:]):
             d, self.waiting = self.waiting[0], None
             d.callback(None)
 
-    def returned(self, msg):
+    def returned(self, msg: "Message") -> None:
         self.returns.append((msg.reply_code, msg.reply_text, msg.exchange, msg.routing_key))
 
-    def wait_until_below(self, messages, size):
+    def wait_until_below(self, messages: int, size: int) -> Deferred[None]:
         """A Deferred that fires once fewer than `messages` messages, and fewer
         than `size` bytes of bodies, are unconfirmed."""
         if self.failure is not None:
@@ -225,11 +238,11 @@ class Outbox:
         if self.below(messages, size):
             return defer.succeed(None)
         assert self.waiting is None, "one wait at a time"
-        d = defer.Deferred(lambda d: setattr(self, "waiting", None))  # Ctrl-C cancels it
+        d: Deferred[None] = defer.Deferred(lambda d: setattr(self, "waiting", None))  # Ctrl-C cancels it
         self.waiting = (d, messages, size)
         return d
 
-    def channel_closed(self, reason):
+    def channel_closed(self, reason: "Reason") -> None:
         # Confirms will not come any more: fail whoever waits for them.
         self.failure = Closed(reason)
         if self.waiting is not None:
@@ -239,18 +252,18 @@ class Outbox:
             d, self.waiting_input = self.waiting_input, None
             d.errback(self.failure)
 
-    def counts(self):
+    def counts(self) -> tuple[int, int]:
         """(sent, taken): the messages published so far (on this connection, or
         answered on an earlier one), and of them those the broker has taken."""
         return self.taken + self.refused + len(self.unsettled), self.taken
 
-    def progress(self):
+    def progress(self) -> str:
         """What the broker has taken so far, for a message that ends the run."""
         refused = " and refused %d" % self.refused if self.refused else ""
         return ("the broker had taken %d message(s)%s; %d more were sent but not confirmed"
                 % (self.taken, refused, len(self.unsettled) + len(self.again)))
 
-    def sent(self):
+    def sent(self) -> int:
         """The number of messages the broker has answered, all of them taken;
         else Failed naming those returned or refused."""
         total = self.taken + self.refused
