@@ -1,22 +1,15 @@
 """Reconnecting, as a frame around a program's AMQP conversation.
 
-A program writes what it says to the broker on one connection as one
-function, conversation(conn): log in, open a channel, declare, publish or
-consume, close. AMQPService.run(conversation) calls it with a connection,
-and when that connection fails, with the next one, until the conversation
-returns: reconnecting stays out of the conversation.
+A program writes what it says on one connection as one function,
+conversation(conn): log in, open a channel, declare, publish or consume,
+close. AMQPService.run(conversation) calls it on a connection, and on the
+next when that one fails, until it returns: reconnecting stays out of it.
 
-Connections come from Twisted's ClientService (exponential backoff with
-jitter), to each broker in turn (_endpoint.FailoverEndpoint). AMQPService
-adds what ClientService cannot know: whether a failure is worth another
-connection (a lost or refused connection, a timeout, a broker shutting
-down: yes; a refused login, a channel error, TLS: no), a status line for
-each failure it carries on after, ConnectionFailed for the one it does not,
-and the fallback spec: once a broker refuses the spec's AMQP 0-8 (RabbitMQ
-4.0 and later) and may speak 0-9-1, every later connection of the run uses
-the fallback spec (RabbitMQ 3.x speaks both), at once and without counting
-as a failure. The conversation reads conn.spec to know which it has.
-Cancelling run() cancels the conversation, which may stop cleanly and return.
+AMQPService is Twisted's ClientService (exponential backoff with jitter)
+connecting to each broker in turn (_endpoint.FailoverEndpoint), plus what
+ClientService cannot know: whether a failure is worth another connection
+(is_transient), a status line for each failure it carries on after,
+ConnectionFailed for the one it does not, and the fallback spec.
 """
 
 import os
@@ -74,13 +67,15 @@ class AMQPFactory(Factory[AMQClient]):
 
 
 class AMQPService(ClientService):
-    """Connections to brokers (BrokerURLs, tried in turn) for spec.
+    """Connections to brokers (BrokerURLs, tried in turn) for spec, for run().
     timeout: seconds for a connection and for its login; heartbeat: seconds
     between heartbeats (0: off); tls: a ClientTLS for amqps:// brokers;
-    reconnect: carry on after a failure that may pass. fallback: a function
-    that returns an AMQP 0-9-1 spec for when a broker refuses spec's AMQP
-    0-8, called the first time one does, or None (the refusal is then a
-    failure like any other)."""
+    reconnect: carry on after a failure that may pass. fallback: None (a
+    refusal of spec is a failure like any other), or a function that returns
+    an AMQP 0-9-1 spec, called the first time a broker refuses spec's AMQP
+    0-8 and may speak 0-9-1 (RabbitMQ 4.0 and later): every later connection
+    uses it (3.x speaks both), at once and without counting a failure.
+    conn.spec says which a connection has."""
 
     def __init__(self, reactor: IReactorTime, spec: Spec, brokers: Sequence[BrokerURL], *, timeout: float,
                  heartbeat: int, tls: ClientTLS | None = None, reconnect: bool,
@@ -105,7 +100,8 @@ class AMQPService(ClientService):
             note: Callable[[], str] | None = None) -> Generator[Deferred[Any], Any, T]:
         """conversation(conn) on each new connection until it returns; its
         result. note(): what had been done when a connection failed, said
-        with the failure."""
+        with the failure. Cancelling run() cancels the conversation, which
+        may stop cleanly and return."""
         self.startService()
         try:
             while True:
@@ -168,8 +164,7 @@ class AMQPService(ClientService):
         self._uncounted += 1
 
     def _delay(self, attempt: int) -> float:
-        """ClientService's retry policy: backoff with jitter, but none before
-        the attempt that follows a switch to the fallback."""
+        """ClientService's retryPolicy: backoff, but none right after a switch to the fallback."""
         if self._at_once:
             self._at_once = False
             return 0
@@ -200,7 +195,6 @@ class AMQPService(ClientService):
             what = ("lost the connection to %s" if logged_in else "cannot connect to %s") % broker
             why = explain(e, conn)
         line = "%s: %s" % (what, why) + (" (%s)" % note if note else "")
-        # Even without reconnecting, the first connection tries each broker once.
         first_round = (not self._ever_logged_in
                        and self.endpoint.attempts - self._uncounted < len(self.endpoint.endpoints))
         if not ((self.reconnect or first_round) and is_transient(e, conn)):
