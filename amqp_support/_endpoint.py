@@ -33,14 +33,11 @@ StrPath = str | os.PathLike[str]
 
 @implementer(IStreamClientEndpoint)
 class FailoverEndpoint:
-    """The brokers of a cluster, one connection attempt each, in turn.
-
-    ClientService calls connect() once at the start and again only after the
-    attempt before has failed or its connection was lost, so each call takes
-    the next broker in order, and the first again after the last. A
-    connection is told its broker (conn.connected_to(broker)) as it is made;
-    `broker` is the one the last attempt went to.
-    """
+    """The brokers of a cluster, one connection attempt each, in turn:
+    ClientService calls connect() again only after the last attempt failed or
+    its connection was lost, so each call takes the next broker (the first
+    after the last). Each connection is told its broker (connected_to) as it
+    is made; `broker` is the one the last attempt went to."""
 
     def __init__(self, reactor: IReactorTime, brokers: Sequence[BrokerURL], timeout: float,
                  tls: "ClientTLS | None" = None) -> None:
@@ -87,9 +84,8 @@ class ClientTLS:
                                                         for c in certs])
         self.client, self.chain = None, []
         if certfile:
-            # The first certificate is ours; any after it are the intermediates
-            # that link it to the CA the broker trusts. The key may sit in
-            # certfile itself, as Python's ssl module allows.
+            # The first certificate is ours, any after it the intermediates to the CA
+            # the broker trusts; the key may be in certfile too, as Python's ssl allows.
             certs = load(certfile, "certfile", "certificate", x509.load_pem_x509_certificates)
             key = load(keyfile or certfile, "keyfile" if keyfile else "certfile", "private key",
                        lambda data: serialization.load_pem_private_key(data, password=None))
