@@ -49,11 +49,9 @@ T = TypeVar("T")
 class Outbox:
     """Messages on their way to the broker, until it has taken them."""
 
-    # Every so many messages, wait_for_room lets the reactor turn even when
-    # there is room: it sends what was published so far and reads the
-    # broker's answers, so the broker works on those while the next ones are
-    # encoded (publishing never waits for the network, so without this
-    # nothing would go out until the window fills).
+    # Every BREATHE messages wait_for_room lets the reactor turn, room or not:
+    # publishing never waits for the network, so otherwise nothing would go
+    # out (nor answers come in) until the window fills.
     BREATHE = 200
 
     def __init__(self, contents: Iterable["Content"], *, window: int, window_bytes: int,
@@ -64,7 +62,7 @@ class Outbox:
         the end) is at hand, else a Deferred that fires once it is."""
         self.contents = iter(contents)
         self.ready = ready or (lambda: None)
-        self.pending: Iterator[Content]  # the messages() being given out on the watched channel: set by watch()
+        self.pending: Iterator[Content]  # watch()'s messages(), being given out on its channel
         self.waiting_input: Deferred[None] | None = None  # the Deferred of a wait for contents to come
         self.confirms = False  # else transactions: as watch() says
         self.window = window
@@ -128,8 +126,7 @@ class Outbox:
         ready = self.ready()
         if ready is None:
             return None
-        # Ctrl-C cancels it.
-        d = self.waiting_input = defer.Deferred(lambda d: setattr(self, "waiting_input", None))
+        d = self.waiting_input = defer.Deferred(lambda d: setattr(self, "waiting_input", None))  # Ctrl-C cancels it
 
         def came(result: object) -> object:
             if self.waiting_input is d and not d.called:
@@ -186,9 +183,9 @@ class Outbox:
         return self.wait_until_below(1, 1)
 
     def committing(self, commit: Deferred[T]) -> Deferred[T]:
-        """commit: the Deferred of tx.commit, just sent, for the messages
-        published on the channel since its last commit (the batch). When it
-        fires, they are taken; commit is returned, to wait on."""
+        """commit: the Deferred of tx.commit, just sent. When it fires, every
+        message not yet taken is: commit is returned, to wait on before
+        publishing more (one transaction at a time)."""
         generation = self.generation
         self.batch = self.batch_bytes = 0
 
@@ -228,6 +225,7 @@ class Outbox:
             d.callback(None)
 
     def returned(self, msg: "Message") -> None:
+        """basic.return: a message no queue took (sent() then fails)."""
         self.returns.append((msg.reply_code, msg.reply_text, msg.exchange, msg.routing_key))
 
     def wait_until_below(self, messages: int, size: int) -> Deferred[None]:
@@ -243,7 +241,7 @@ class Outbox:
         return d
 
     def channel_closed(self, reason: "Reason") -> None:
-        # Confirms will not come any more: fail whoever waits for them.
+        """The watched channel closed: confirms will not come, whoever waits for them fails."""
         self.failure = Closed(reason)
         if self.waiting is not None:
             d, self.waiting = self.waiting[0], None
