@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (IOpenSSLClientConnectionCreator, IProtocol, IProtocolFactory,
                                          IReactorTime, IStreamClientEndpoint)
-from zope.interface import implementer  # type: ignore[import-untyped]
+from zope.interface import implementer  # type: ignore[import-untyped, unused-ignore]  # mypy-zope types it
 
 from amqp_support._errors import BadTLSFile
 from amqp_support._url import BrokerURL
@@ -50,11 +50,11 @@ class FailoverEndpoint:
         self.broker = broker
         self.attempts += 1
 
-        def connected(conn: "AMQClient") -> "AMQClient":  # built by AMQPFactory
-            conn.connected_to(broker)
+        def connected(conn: IProtocol) -> IProtocol:
+            cast("AMQClient", conn).connected_to(broker)  # AMQPFactory built it
             return conn
-        # mypy reads zope interfaces (endpoint's) only with the mypy-zope plugin.
-        return endpoint.connect(factory).addCallback(connected)  # type: ignore[call-arg, misc]
+        # ignore: without the mypy-zope plugin, mypy misreads zope interfaces' methods.
+        return endpoint.connect(factory).addCallback(connected)  # type: ignore[call-arg, misc, unused-ignore]
 
 
 def client_endpoint(reactor: IReactorTime, broker: BrokerURL, timeout: float,
