@@ -12,7 +12,9 @@ program to say in its own words, as one of:
     unexpected             an exception nobody expected
 """
 
-from typing import TYPE_CHECKING, TypeAlias
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from OpenSSL import SSL
 from service_identity import VerificationError
@@ -26,15 +28,12 @@ from amqp_support._errors import (ConsumerCancelled, CutMidFrame, Failed, FrameE
 from amqp_support._protocol import NAMES, may_speak_0_9_1, protocol_name
 
 if TYPE_CHECKING:
-    from amqp_support._client import AMQClient
+    from amqp_support._client import AMQClient, Reason  # Reason: an exception, a Failure, or the broker's close
 
-# What ends a call: an exception, a Failure of one, or the broker's
-# connection.close or channel.close (a txamqp Message).
-Reason: TypeAlias = BaseException | Failure | Message
 Explained = tuple[str, str | None]  # (one line, the name of its remedy or None)
 
 
-def reason_of(e: Reason, conn: "AMQClient | None" = None) -> Reason:
+def reason_of(e: Reason, conn: AMQClient | None = None) -> Reason:
     """What really ended a call: txamqp wraps it in Closed(...) or Failure;
     conn.reason says why a connection ended when txamqp's Closed does not."""
     while True:
@@ -72,7 +71,7 @@ def close_reason(message: Message) -> str:
     return "%s %s%s" % (message.reply_code, message.reply_text, in_reply_to(message))
 
 
-def channel_closed(e: Reason, conn: "AMQClient | None" = None) -> str | None:
+def channel_closed(e: Reason, conn: AMQClient | None = None) -> str | None:
     """Why the broker closed the channel, if that is what ended this call, else
     None. A channel error (406 on a declare, 403, a message too big) leaves
     the connection as it was."""
@@ -116,13 +115,13 @@ def tls_failed(e: SSL.Error | VerificationError) -> Explained:
     return "TLS failed: %s%s" % (text, ": " + meaning if meaning else ""), hint
 
 
-def explain(e: Reason, conn: "AMQClient | None" = None) -> str:
+def explain(e: Reason, conn: AMQClient | None = None) -> str:
     """e in one line. conn: the connection it happened on (its reason is
     the real one when txamqp only says Closed)."""
     return explained(reason_of(e, conn))[0]
 
 
-def remedy(e: Reason, conn: "AMQClient | None" = None) -> str | None:
+def remedy(e: Reason, conn: AMQClient | None = None) -> str | None:
     """The name of what a person could do about e (see above), or None."""
     return explained(reason_of(e, conn))[1]
 

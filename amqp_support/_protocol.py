@@ -3,9 +3,10 @@ protocol it speaks, and a broker sends back when it speaks another one.
 Standard library only (tools/demo.py uses it before any virtualenv exists).
 """
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-Spec = Any  # a txamqp.spec.Spec (txamqp has no type information)
+if TYPE_CHECKING:
+    from amqp_support._codec import Spec
 
 AMQP_0_8 = b"AMQP\x01\x01\x08\x00"
 AMQP_0_9_1 = b"AMQP\x00\x00\x09\x01"
@@ -18,12 +19,12 @@ NAMES = {
 }
 
 
-def protocol_header(spec: Spec) -> bytes:
+def protocol_header(spec: "Spec") -> bytes:
     """AMQP 0-8's header or AMQP 0-9-1's."""
     return AMQP_0_8 if (spec.major, spec.minor) == (8, 0) else AMQP_0_9_1
 
 
-def protocol_name(spec: Spec) -> str:
+def protocol_name(spec: "Spec") -> str:
     """"AMQP 0-8" or "AMQP 0-9-1"."""
     return NAMES[protocol_header(spec)]
 

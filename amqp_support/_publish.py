@@ -40,8 +40,7 @@ if TYPE_CHECKING:
     from txamqp.content import Content
     from txamqp.message import Message
 
-    from amqp_support._client import AMQChannel
-    from amqp_support._explain import Reason
+    from amqp_support._client import AMQChannel, Reason
 
 T = TypeVar("T")
 

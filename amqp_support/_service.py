@@ -24,10 +24,11 @@ from twisted.internet.protocol import Factory
 from txamqp.message import Message
 
 from amqp_support._client import AMQClient
+from amqp_support._codec import Spec
 from amqp_support._endpoint import ClientTLS, FailoverEndpoint
 from amqp_support._errors import ConnectionFailed, CutMidFrame, Failed, HeartbeatMissed, ProtocolRefused
 from amqp_support._explain import channel_closed, explain, reason_of
-from amqp_support._protocol import Spec, may_speak_0_9_1, protocol_name
+from amqp_support._protocol import may_speak_0_9_1, protocol_name
 from amqp_support._status import log as status_log
 from amqp_support._url import BrokerURL
 
