@@ -40,7 +40,7 @@ parser = options.producer_parser(__doc__)
 
 
 @defer.inlineCallbacks
-def send(conn: AMQClient, args: argparse.Namespace, outbox: Outbox) -> Generator[Deferred[Any], Any, int]:
+def send(conn: AMQClient, args: argparse.Namespace, outbox: Outbox) -> Generator[Any, Any, int]:
     """What the producer says to the broker on one connection; with --retry,
     on the next connection again, from the top."""
     chan = yield common.open_channel(conn)
