@@ -33,28 +33,31 @@ StrPath = str | os.PathLike[str]
 
 @implementer(IStreamClientEndpoint)
 class FailoverEndpoint:
-    """The brokers of a cluster, one connection attempt each, in turn:
-    ClientService calls connect() again only after the last attempt failed or
-    its connection was lost, so each call takes the next broker (the first
-    after the last). Each connection is told its broker (connected_to) as it
-    is made; `broker` is the one the last attempt went to."""
+    """The brokers of a cluster, in turn: connect() goes to the same broker
+    until move_on() (AMQPService calls it after a failure), then to the next
+    (the first after the last). Each connection is told its broker
+    (connected_to) as it is made; `broker` is the one the last attempt went to."""
 
     def __init__(self, reactor: IReactorTime, brokers: Sequence[BrokerURL], timeout: float,
                  tls: "ClientTLS | None" = None) -> None:
         self.endpoints = [(broker, client_endpoint(reactor, broker, timeout, tls)) for broker in brokers]
-        self.attempts = 0
+        self.moves = 0
         self.broker = brokers[0]
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
-        broker, endpoint = self.endpoints[self.attempts % len(self.endpoints)]
+        broker, endpoint = self.endpoints[self.moves % len(self.endpoints)]
         self.broker = broker
-        self.attempts += 1
 
         def connected(conn: IProtocol) -> IProtocol:
             cast("AMQClient", conn).connected_to(broker)  # AMQPFactory built it
             return conn
         # ignore: without the mypy-zope plugin, mypy misreads zope interfaces' methods.
         return endpoint.connect(factory).addCallback(connected)  # type: ignore[call-arg, misc, unused-ignore]
+
+
+    def move_on(self) -> None:
+        """The next connect() goes to the next broker."""
+        self.moves += 1
 
 
 def client_endpoint(reactor: IReactorTime, broker: BrokerURL, timeout: float,

@@ -88,7 +88,6 @@ class AMQPService(ClientService):
         self._ever_logged_in = False
         self._reconnecting = False
         self._at_once = False  # the next attempt: no delay
-        self._uncounted = 0  # attempts refused for the fallback: the first round does not count them
         self._backoff = backoffPolicy(initialDelay=0.5, maxDelay=30.0)
         self.endpoint = FailoverEndpoint(reactor, brokers, timeout, tls)
         self.factory = AMQPFactory(spec, heartbeat, timeout, reactor, self._lost)
@@ -161,8 +160,7 @@ class AMQPService(ClientService):
         status_log.info("the broker at {broker} refused {refused}; using {spec}", broker=conn.broker,
                         refused=refused + (" (RabbitMQ 4.0 and later)" if refused == "AMQP 0-8" else ""),
                         spec=os.path.basename(fallback.file or "") or protocol_name(fallback))
-        self._at_once = True
-        self._uncounted += 1
+        self._at_once = True  # to the same broker
 
     def _delay(self, attempt: int) -> float:
         """ClientService's retryPolicy: backoff, but none right after a switch to the fallback."""
@@ -196,10 +194,10 @@ class AMQPService(ClientService):
             what = ("lost the connection to %s" if logged_in else "cannot connect to %s") % broker
             why = explain(e, conn)
         line = "%s: %s" % (what, why) + (" (%s)" % note if note else "")
-        first_round = (not self._ever_logged_in
-                       and self.endpoint.attempts - self._uncounted < len(self.endpoint.endpoints))
+        first_round = not self._ever_logged_in and self.endpoint.moves < len(self.endpoint.endpoints) - 1
         if not ((self.reconnect or first_round) and is_transient(e, conn)):
             raise ConnectionFailed(line, what, reason_of(e, conn), note) from e
+        self.endpoint.move_on()  # before ClientService's next attempt, which waits for its backoff
         status_log.info("{line}; {then}", line=line,
                         then="reconnecting" if self.reconnect else "trying the next URL")
         self._reconnecting = True
