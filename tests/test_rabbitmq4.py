@@ -24,7 +24,7 @@ def test_node_is_a_real_rabbitmq_4(rabbitmq4):
 
 MESSAGE = "producer-to-consumer test message 1"
 FELL_BACK = "refused AMQP 0-8 (RabbitMQ 4.0 and later); using amqp0-9-1.xml"
-on_rabbitmq4 = pytest.mark.parametrize("broker", ["rabbitmq4"], indirect=True)
+on_rabbitmq4 = pytest.mark.parametrize("broker", ["rabbitmq40", "rabbitmq43"], indirect=True)
 
 
 def fell_back(url):
