@@ -81,9 +81,11 @@ def rabbitmq3(tmp_path_factory):
 # as 4.3 refuses it by default. Not so transient non-exclusive queues: RabbitMQ
 # 4.0.5 counts every queue as one when it checks at boot (rabbitmq-server issue
 # 12802), so a node that refuses them fails to restart once it holds a durable
-# queue. RabbitMQ 4.3's node keeps its defaults, which refuse both (and
-# x-queue-mode): every test that runs there shows the scripts use none of them.
-RABBITMQ_CONFIG = {"4.0": "deprecated_features.permit.global_qos = false\n", "4.3": ""}
+# queue. RabbitMQ 4.3 (4.3.6) still permits them by default, but restarts fine
+# when they are denied: its node denies both (and x-queue-mode, which 4.3
+# refuses anyway), so every test that runs there shows the scripts use none.
+RABBITMQ_CONFIG = {"4.0": "deprecated_features.permit.global_qos = false\n",
+                   "4.3": "deprecated_features.permit.transient_nonexcl_queues = false\n"}
 # rabbitmq43_consumer_timeout's: a consumer that holds a message unacknowledged
 # longer is cancelled (quorum queues: with basic.cancel, as the client asks).
 CONSUMER_TIMEOUT_MS = 3000
@@ -124,7 +126,7 @@ def rabbitmq40(tmp_path_factory):
 @pytest.fixture(scope="session")
 def rabbitmq43(tmp_path_factory):
     """A real RabbitMQ 4.3 node (Debian sid's package, from tools/rabbitmq4.py's
-    chroot), with 4.3's defaults; skips like rabbitmq40."""
+    chroot) denying transient non-exclusive queues too; skips like rabbitmq40."""
     yield from _chroot_node(tmp_path_factory, "4.3", RABBITMQ_CONFIG["4.3"], rabbitmq43.__wrapped__)
 
 
@@ -137,7 +139,8 @@ def rabbitmq4(rabbitmq40):
 @pytest.fixture(scope="session")
 def rabbitmq43_consumer_timeout(tmp_path_factory):
     """A RabbitMQ 4.3 node whose consumer_timeout is CONSUMER_TIMEOUT_MS."""
-    yield from _chroot_node(tmp_path_factory, "4.3", f"consumer_timeout = {CONSUMER_TIMEOUT_MS}\n",
+    yield from _chroot_node(tmp_path_factory, "4.3",
+                            RABBITMQ_CONFIG["4.3"] + f"consumer_timeout = {CONSUMER_TIMEOUT_MS}\n",
                             rabbitmq43_consumer_timeout.__wrapped__, name="rabbitmq43-timeout")
 
 
