@@ -57,7 +57,7 @@ def assert_properties_as_published(properties):
 
 @pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
-def test_pika_publishes_consumer_reads(spec, broker, names):
+def test_pika_publishes_consumer_reads(spec, broker, names, python):
     helpers.declare(broker.url, names.exchange, names.queue, names.routing_key)
     with helpers.connect(broker.url) as conn:
         ch = conn.channel()
@@ -71,7 +71,7 @@ def test_pika_publishes_consumer_reads(spec, broker, names):
     assert [body for body, _ in queued] == BODIES
     for _, properties in queued:
         assert_properties_as_published(properties)
-    got = run_script("consumer.py", spec, "--count", str(len(BODIES)), *names.args, url=broker.url)
+    got = run_script("consumer.py", spec, "--count", str(len(BODIES)), *names.args, url=broker.url, python=python)
     assert got.returncode == 0, got.stderr
     lines = got.stdout.decode().split("\n")
     assert lines == ["Received: %s from channel #1" % text for text in PRINTED] + [""]
@@ -95,9 +95,9 @@ def pika_consume(url, queue, count):
 
 @pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
-def test_producer_publishes_pika_reads(spec, broker, names):
+def test_producer_publishes_pika_reads(spec, broker, names, python):
     stdin = b"".join(body + b"\n" for body in BODIES)
-    sent = run_script("producer.py", spec, "-", *names.args, url=broker.url, input=stdin)
+    sent = run_script("producer.py", spec, "-", *names.args, url=broker.url, input=stdin, python=python)
     assert sent.returncode == 0, sent.stderr
     got = pika_consume(broker.url, names.queue, len(BODIES))
     assert [body for _, _, body in got] == BODIES

@@ -33,12 +33,12 @@ def fell_back(url):
 
 
 @on_rabbitmq4
-def test_walkthrough_with_amqp_0_8_falls_back_to_0_9_1(broker, vhost_url, spawn):
+def test_walkthrough_with_amqp_0_8_falls_back_to_0_9_1(broker, vhost_url, spawn, python):
     """The README's two commands, as given, on RabbitMQ 4: each script says once
     that it uses amqp0-9-1.xml, and the message goes through."""
-    consumer = spawn("consumer.py", "amqp0-8.xml", url=vhost_url)
+    consumer = spawn("consumer.py", "amqp0-8.xml", url=vhost_url, python=python)
     consumer.wait_for_stderr("Waiting for messages", timeout=30)
-    sent = run_script("producer.py", "amqp0-8.xml", MESSAGE, url=vhost_url)
+    sent = run_script("producer.py", "amqp0-8.xml", MESSAGE, url=vhost_url, python=python)
     assert sent.returncode == 0, sent.stderr
     assert sent.stderr.decode().splitlines() == [
         fell_back(vhost_url),
