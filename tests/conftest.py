@@ -77,13 +77,14 @@ def rabbitmq3(tmp_path_factory):
         executor.shut_down()
 
 
-# Global QoS, which RabbitMQ 4 deprecates, is refused on the tests' RabbitMQ 4.0 node,
-# as 4.3 refuses it by default. Not so transient non-exclusive queues: RabbitMQ
-# 4.0.5 counts every queue as one when it checks at boot (rabbitmq-server issue
-# 12802), so a node that refuses them fails to restart once it holds a durable
-# queue. RabbitMQ 4.3 (4.3.6) still permits them by default, but restarts fine
-# when they are denied: its node denies both (and x-queue-mode, which 4.3
-# refuses anyway), so every test that runs there shows the scripts use none.
+# Global QoS, which RabbitMQ 4 deprecates, is denied on the tests' RabbitMQ 4.0 node,
+# as 4.3 denies it by default (basic.qos with global set is then taken as a
+# per-consumer prefetch, and the node logs an error: test_rabbitmq43.py looks for
+# it). Not so transient non-exclusive queues on 4.0: RabbitMQ 4.0.5 counts every
+# queue as one when it checks at boot (rabbitmq-server issue 12802), so a node
+# that denies them fails to restart once it holds a durable queue. RabbitMQ 4.3.6
+# still permits them by default, but restarts fine when they are denied: its node
+# denies them, so every test that runs there shows the scripts declare none.
 RABBITMQ_CONFIG = {"4.0": "deprecated_features.permit.global_qos = false\n",
                    "4.3": "deprecated_features.permit.transient_nonexcl_queues = false\n"}
 # rabbitmq43_consumer_timeout's: a consumer that holds a message unacknowledged
