@@ -190,10 +190,9 @@ class Chroot:
             with self._lock():
                 if ready.is_file():
                     return None
+                # Earlier requirements.txt's stay: another clone's run may use one now.
                 _remove(venv)
-                venv.parent.mkdir(parents=True, exist_ok=True)
-                for old in venv.parent.iterdir():  # earlier requirements.txt's
-                    shutil.rmtree(old, ignore_errors=True)
+                venv.mkdir(parents=True)
                 _say(f"installing requirements.txt into a virtualenv of the chroot's Python ({venv})")
                 # pip inside checks PyPI's certificate with the host's CA bundle
                 # (the host may reach PyPI only through its own CAs), and must not
@@ -202,14 +201,14 @@ class Chroot:
                 if bundle.is_file():
                     (self.rootfs / "etc" / "ssl" / "certs").mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(bundle, self.rootfs / "etc" / "ssl" / "certs" / "ca-certificates.crt")
-                shutil.copyfile(requirements, venv.parent / f"{venv.name}.txt")
+                shutil.copyfile(requirements, venv / "requirements.txt")
                 env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
                 env.update(PIP_CERT="/etc/ssl/certs/ca-certificates.crt", PIP_DISABLE_PIP_VERSION_CHECK="1",
                            PIP_DEFAULT_TIMEOUT="180", HOME="/root", PATH="/usr/sbin:/usr/bin:/sbin:/bin")
                 inside = self.inside(venv)
                 _run(self.command(["python3", "-m", "venv", inside], user=None), env)
                 _run(self.command([f"{inside}/bin/pip", "install", "--quiet", "--no-cache-dir",
-                                   "-r", f"{inside}.txt"], user=None), env)
+                                   "-r", f"{inside}/requirements.txt"], user=None), env)
                 ready.write_text("ok\n")
         except (OSError, RuntimeError) as exc:
             return f"could not make the Python virtualenv in {self.rootfs}: {exc}"
