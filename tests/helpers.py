@@ -101,7 +101,7 @@ NEWEST_PYTHON = Python("py%d.%d" % rabbitmq4.PYTHON_CHROOT.python, "%d.%d" % rab
                        rabbitmq4.PYTHON_CHROOT)
 
 
-def _command(name, args, python):
+def _command(name, args, python=None):
     return (python or VENV_PYTHON).command([str(name), *map(str, args)])
 
 
