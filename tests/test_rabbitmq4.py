@@ -94,9 +94,10 @@ def test_message_over_16_mib(broker, names):
 
 
 def test_scripts_use_no_feature_rabbitmq_4_deprecates(rabbitmq4):
-    """RabbitMQ 4 deprecates transient non-exclusive queues (refused by default
-    from 4.3) and global QoS: the scripts' queue is durable and not exclusive
-    (and their basic.qos leaves global off)."""
+    """RabbitMQ 4 deprecates transient non-exclusive queues (the tests' 4.3 node
+    denies them; 4.3.6 still permits them by default) and global QoS: the
+    scripts' queue is durable and not exclusive (test_rabbitmq43.py checks
+    that their basic.qos leaves global off)."""
     queue = f"q.durable.{secrets.token_hex(3)}"
     args = ["--queue", queue, "--exchange", "", "--routing-key", queue]
     sent = run_script("producer.py", "amqp0-9-1.xml", "kept", *args, url=rabbitmq4.url)
