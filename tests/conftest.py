@@ -1,11 +1,17 @@
 """Fixtures for the tests.
 
 broker    (session) the RabbitMQ node the tests talk to: rabbitmq3, or in tests
-          marked rabbitmq4, rabbitmq3 and rabbitmq4 in turn (parametrized).
+          marked rabbitmq4, rabbitmq3, rabbitmq40 and rabbitmq43 in turn (parametrized).
 rabbitmq3 (session) a throwaway RabbitMQ 3 node on free ports (rabbitmq_nodes.py),
           or the broker in AMQP_URL when that is set as pytest starts.
-rabbitmq4 (session) a throwaway real RabbitMQ 4 node (tools/rabbitmq4.py's chroot);
-          skips, in one line saying why and how to get it, where it cannot run.
+rabbitmq40, rabbitmq43 (session) throwaway real RabbitMQ 4.0 and 4.3 nodes (the
+          chroots of tools/rabbitmq4.py); each skips, in one line saying why and how
+          to get it, where it cannot run. rabbitmq4 is rabbitmq40 (one RabbitMQ 4).
+rabbitmq43_consumer_timeout (session) a RabbitMQ 4.3 node with consumer_timeout
+          set low (CONSUMER_TIMEOUT_MS).
+python    (session) the Python the scripts run with, in the tests that ask for it:
+          the tests' own (.venv's) and the newest (Python 3.14, in the RabbitMQ 4.3
+          chroot) in turn (parametrized); pass it to run_script and spawn.
 secret_url (session) an amqp:// URL on the throwaway node for a user whose password
           is helpers.PASSWORD, the secret no output may show.
 tls_broker, mtls_broker (session) throwaway nodes with a TLS listener and
@@ -16,9 +22,13 @@ spawn     (function) starts a script in the background; kills it at test end.
 stand_in  (function) stand_in(script, tls=None) starts a standin.StandIn; closed at test end.
 
 The plain helpers (run_script, queue_depth, ...) are in helpers.py.
+
+With CI set in the environment, a test that needs RabbitMQ 4.0 or 4.3, the
+newest Python or Node's amqplib fails instead of skipping: a green CI ran them.
 """
 
 import itertools
+import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -35,16 +45,23 @@ from rabbitmq_nodes import EXTERNAL_URL, STANDARD_PORTS, Broker, start_node
 from tools import rabbitmq4 as rabbitmq4_module
 
 
+BROKERS = ["rabbitmq3", "rabbitmq40", "rabbitmq43"]  # the broker fixture's versions, in turn
+PYTHONS = [helpers.VENV_PYTHON, helpers.NEWEST_PYTHON]  # the python fixture's
+
+
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "rabbitmq4: run this test against a real RabbitMQ 4 node as well as RabbitMQ 3 "
+        "markers", "rabbitmq4: run this test against real RabbitMQ 4.0 and 4.3 nodes as well as RabbitMQ 3 "
         "(the broker fixture is parametrized; see tools/rabbitmq4.py)")
 
 
 def pytest_generate_tests(metafunc):
-    """Tests marked rabbitmq4 that use the broker run once per RabbitMQ version."""
+    """Tests marked rabbitmq4 that use the broker run once per RabbitMQ version;
+    tests that take the python fixture, once per Python."""
     if metafunc.definition.get_closest_marker("rabbitmq4") and "broker" in metafunc.fixturenames:
-        metafunc.parametrize("broker", ["rabbitmq3", "rabbitmq4"], indirect=True)
+        metafunc.parametrize("broker", BROKERS, indirect=True)
+    if "python" in metafunc.fixturenames:
+        metafunc.parametrize("python", PYTHONS, indirect=True, ids=[p.name for p in PYTHONS])
 
 
 @pytest.fixture(scope="session")
@@ -60,47 +77,120 @@ def rabbitmq3(tmp_path_factory):
         executor.shut_down()
 
 
-# Global QoS, which RabbitMQ 4 deprecates, is refused on the tests' RabbitMQ 4 node,
-# as later releases will refuse it. Not so transient non-exclusive queues: RabbitMQ
-# 4.0.5 counts every queue as one when it checks at boot (rabbitmq-server issue
-# 12802), so a node that refuses them fails to restart once it holds a durable
-# queue. test_rabbitmq4.py checks that the scripts' queues are durable instead.
-RABBITMQ4_CONFIG = "deprecated_features.permit.global_qos = false\n"
+# Global QoS, which RabbitMQ 4 deprecates, is denied on the tests' RabbitMQ 4.0 node,
+# as 4.3 denies it by default (basic.qos with global set is then taken as a
+# per-consumer prefetch, and the node logs an error: test_rabbitmq43.py looks for
+# it). Not so transient non-exclusive queues on 4.0: RabbitMQ 4.0.5 counts every
+# queue as one when it checks at boot (rabbitmq-server issue 12802), so a node
+# that denies them fails to restart once it holds a durable queue. RabbitMQ 4.3.6
+# still permits them by default, but restarts fine when they are denied: its node
+# denies them, so every test that runs there shows the scripts declare none.
+RABBITMQ_CONFIG = {"4.0": "deprecated_features.permit.global_qos = false\n",
+                   "4.3": "deprecated_features.permit.transient_nonexcl_queues = false\n"}
+# rabbitmq43_consumer_timeout's: a consumer that holds a message unacknowledged
+# longer is cancelled (quorum queues: with basic.cancel, as the client asks).
+CONSUMER_TIMEOUT_MS = 3000
 
-_rabbitmq4_missing = []  # why the rabbitmq4 fixture skipped, if it did
+_skipped_at = {}  # a skip's message -> the fixture that skips with it (its file and line)
 
 
-@pytest.fixture(scope="session")
-def rabbitmq4(tmp_path_factory):
-    """A real RabbitMQ 4 node (Debian 13's package, from tools/rabbitmq4.py's
-    chroot); skips the test, saying why and how to get it, where it cannot run."""
-    problem = ("RabbitMQ 4 cases need the tests' own throwaway node, but AMQP_URL points "
-               "the tests at an existing broker") if EXTERNAL_URL else rabbitmq4_module.unavailable()
+def skip_at_fixture(function, message):
+    """Skip the test with message, reported at function (a fixture) rather than
+    at each test, so that pytest -ra folds every such skip into one line."""
+    _skipped_at[f"Skipped: {message}"] = (__file__, function.__code__.co_firstlineno)
+    pytest.skip(message)
+
+
+def _chroot_node(tmp_path_factory, version, config, fixture, name=None):
+    """A started throwaway node in tools/rabbitmq4.py's chroot for version;
+    yields its Broker, or skips (see skip_at_fixture) where it cannot run."""
+    chroot = rabbitmq4_module.CHROOTS[version]
+    problem = (f"RabbitMQ {version} cases need the tests' own throwaway node, but AMQP_URL points "
+               "the tests at an existing broker") if EXTERNAL_URL else chroot.unavailable()
     if problem:
-        _rabbitmq4_missing.append(f"RabbitMQ 4 cases skipped: {problem}")
-        pytest.skip(_rabbitmq4_missing[-1])
-    node, executor = start_node(tmp_path_factory, "rabbitmq4", RABBITMQ4_CONFIG, major=4)
+        skip_at_fixture(fixture, f"RabbitMQ {version} cases skipped: {problem}")
+    node, executor = start_node(tmp_path_factory, name or f"rabbitmq{version.replace('.', '')}",
+                                config, version=version)
     try:
         yield node
     finally:
         executor.shut_down()
 
 
+@pytest.fixture(scope="session")
+def rabbitmq40(tmp_path_factory):
+    """A real RabbitMQ 4.0 node (Debian 13's package, from tools/rabbitmq4.py's
+    chroot); skips the test, saying why and how to get it, where it cannot run."""
+    yield from _chroot_node(tmp_path_factory, "4.0", RABBITMQ_CONFIG["4.0"], rabbitmq40.__wrapped__)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq43(tmp_path_factory):
+    """A real RabbitMQ 4.3 node (Debian sid's package, from tools/rabbitmq4.py's
+    chroot) denying transient non-exclusive queues too; skips like rabbitmq40."""
+    yield from _chroot_node(tmp_path_factory, "4.3", RABBITMQ_CONFIG["4.3"], rabbitmq43.__wrapped__)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq4(rabbitmq40):
+    """One real RabbitMQ 4 node, for tests that need one and not each version: 4.0's."""
+    return rabbitmq40
+
+
+@pytest.fixture(scope="session")
+def rabbitmq43_consumer_timeout(tmp_path_factory):
+    """A RabbitMQ 4.3 node whose consumer_timeout is CONSUMER_TIMEOUT_MS."""
+    yield from _chroot_node(tmp_path_factory, "4.3",
+                            RABBITMQ_CONFIG["4.3"] + f"consumer_timeout = {CONSUMER_TIMEOUT_MS}\n",
+                            rabbitmq43_consumer_timeout.__wrapped__, name="rabbitmq43-timeout")
+
+
+# What a test run under CI must not skip: tests that use these fixtures, or the
+# broker fixture as one of these nodes, or the python fixture as the newest Python.
+MUST_RUN_FIXTURES = {"rabbitmq40", "rabbitmq43", "rabbitmq43_consumer_timeout", "amqplib"}
+MUST_RUN_PARAMS = {"broker": {"rabbitmq40", "rabbitmq43"}, "python": {helpers.NEWEST_PYTHON}}
+
+
+def must_run(item):
+    """Whether item is a test that CI must run, not skip."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    return bool(MUST_RUN_FIXTURES & set(item.fixturenames)) or any(
+        params.get(name) in values for name, values in MUST_RUN_PARAMS.items())
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Report every skip for want of RabbitMQ 4 at the rabbitmq4 fixture, not at
-    each test, so that pytest -ra folds them into one line."""
+    """Report a skip for want of RabbitMQ 4 (or the newest Python) at its fixture,
+    not at each test, so that pytest -ra folds them into one line; under CI, such
+    a test fails instead: a green CI must have run it."""
     report = yield
-    if report.skipped and isinstance(report.longrepr, tuple) and _rabbitmq4_missing \
-            and report.longrepr[2].endswith(_rabbitmq4_missing[-1]):
-        report.longrepr = (__file__, rabbitmq4.__wrapped__.__code__.co_firstlineno, report.longrepr[2])
+    if not (report.skipped and isinstance(report.longrepr, tuple)) or hasattr(report, "wasxfail"):
+        return report
+    reason = report.longrepr[2]
+    if os.environ.get("CI") and must_run(item):
+        report.outcome = "failed"
+        report.longrepr = (f"CI is set, and this test must run there, but it was skipped: "
+                           f"{reason.removeprefix('Skipped: ')}")
+    elif reason in _skipped_at:
+        report.longrepr = (*_skipped_at[reason], reason)
     return report
 
 
 @pytest.fixture(scope="session")
 def broker(request):
-    """rabbitmq3's node; in tests marked rabbitmq4, rabbitmq3's and then rabbitmq4's."""
+    """rabbitmq3's node; in tests marked rabbitmq4, rabbitmq3's, rabbitmq40's and rabbitmq43's."""
     return request.getfixturevalue(getattr(request, "param", "rabbitmq3"))
+
+
+@pytest.fixture(scope="session")
+def python(request):
+    """The Python the scripts run with (helpers.Python): request.param, one of
+    PYTHONS. The newest skips, in one line saying why, where it cannot run."""
+    chosen = request.param
+    problem = chosen.unavailable()
+    if problem:
+        skip_at_fixture(python.__wrapped__, f"Python {chosen.version} cases skipped: {problem}")
+    return chosen
 
 
 @pytest.fixture(scope="session")
@@ -239,12 +329,12 @@ def vhost_url(request, broker):
 
 @pytest.fixture
 def spawn():
-    """spawn(name, *args, url, input=None, env=None) -> helpers.RunningScript,
+    """spawn(name, *args, url, input=None, env=None, python=None) -> helpers.RunningScript,
     killed (with its process group) when the test ends."""
     started = []
 
-    def spawn(name, *args, url, input=None, env=None):
-        script = helpers.start_script(name, *args, url=url, input=input, env=env)
+    def spawn(name, *args, url, input=None, env=None, python=None):
+        script = helpers.start_script(name, *args, url=url, input=input, env=env, python=python)
         started.append(script)
         return script
 

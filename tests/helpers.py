@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ from urllib.parse import quote
 
 import pika
 import pika.exceptions
+
+from tools import rabbitmq4
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,22 +60,64 @@ def script_env(url, env=None):
     return result
 
 
-def _command(name, args):
-    return [sys.executable, str(name), *map(str, args)]
+class Python:
+    """A Python the scripts run with: the tests' own (sys.executable, .venv's
+    through tox), or the newest one, which runs in a chroot of tools/rabbitmq4.py
+    (Debian sid's python3, with a virtualenv of requirements.txt).
+
+    A chroot's Python sees the repo and the temporary folder (where the tests'
+    files are) at the same paths as the tests, through bind mounts that end with
+    it, and reaches the throwaway nodes on 127.0.0.1 (a chroot shares the
+    network). The process started is the script itself (each step of the
+    command line execs the next): signals and exit statuses are the script's."""
+
+    def __init__(self, name, version, chroot=None):
+        self.name, self.version, self.chroot = name, version, chroot
+
+    def __repr__(self):
+        return self.name
+
+    def unavailable(self):
+        """Why this Python cannot run the scripts here (one line), or None."""
+        return self.chroot.python_unavailable() if self.chroot else None
+
+    def command(self, argv):
+        """The command line that runs `python ARGV` in the repo root."""
+        if self.chroot is None:
+            return [sys.executable, *argv]
+        temp = Path(tempfile.gettempdir()).resolve()
+        binds = [temp] if ROOT.is_relative_to(temp) else [ROOT, temp]
+        return self.chroot.python_command(argv, binds=binds, cwd=ROOT)
+
+    def env(self, env):
+        """env, less what would point a Python in the chroot at the tests' own."""
+        if self.chroot is None:
+            return env
+        return {k: v for k, v in env.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
 
 
-def run_script(name, *args, url, input=None, timeout=60, env=None):
+VENV_PYTHON = Python("py%d.%d" % sys.version_info[:2], "%d.%d" % sys.version_info[:2])
+NEWEST_PYTHON = Python("py%d.%d" % rabbitmq4.PYTHON_CHROOT.python, "%d.%d" % rabbitmq4.PYTHON_CHROOT.python,
+                       rabbitmq4.PYTHON_CHROOT)
+
+
+def _command(name, args, python=None):
+    return (python or VENV_PYTHON).command([str(name), *map(str, args)])
+
+
+def run_script(name, *args, url, input=None, timeout=60, env=None, python=None):
     """Run `python NAME ARGS...` in the repo root and wait for it to end.
 
     Returns a CompletedProcess with bytes stdout and stderr. input (bytes or str)
     is the script's standard input; without it, stdin is /dev/null. Raises
     subprocess.TimeoutExpired (after killing the script) past timeout seconds.
+    python: a Python (the python fixture) to run it with; by default the tests' own.
     """
     if isinstance(input, str):
         input = input.encode()
     stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
     return subprocess.run(
-        _command(name, args), cwd=ROOT, env=script_env(url, env),
+        _command(name, args, python), cwd=ROOT, env=(python or VENV_PYTHON).env(script_env(url, env)),
         capture_output=True, timeout=timeout, **stdin,
     )
 
@@ -83,12 +128,13 @@ class RunningScript:
     stdout and stderr hold the bytes read so far; stderr_text is stderr decoded.
     """
 
-    def __init__(self, name, *args, url, input=None, env=None):
+    def __init__(self, name, *args, url, input=None, env=None, python=None):
         if isinstance(input, str):
             input = input.encode()
-        self.command = _command(name, args)
+        self.command = _command(name, args, python)
+        self.shown = ["python", str(name), *map(str, args)]  # for messages
         self.proc = subprocess.Popen(
-            self.command, cwd=ROOT, env=script_env(url, env),
+            self.command, cwd=ROOT, env=(python or VENV_PYTHON).env(script_env(url, env)),
             stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group, killed whole at cleanup
@@ -138,7 +184,7 @@ class RunningScript:
 
     def _describe(self):
         state = "still running" if self.proc.poll() is None else f"exited with {self.proc.returncode}"
-        return (f"{' '.join(self.command[1:])} ({state})\n"
+        return (f"{' '.join(self.shown[1:])} ({state})\n"
                 f"--- stdout:\n{self.stdout.decode('utf-8', 'backslashreplace')}"
                 f"--- stderr:\n{self.stderr_text}")
 
@@ -203,10 +249,11 @@ class RunningScript:
                 stream.close()
 
 
-def start_script(name, *args, url, input=None, env=None):
-    """Start `python NAME ARGS...` in the repo root in the background. The caller
-    must kill() it: tests use the spawn fixture, which does that for them."""
-    return RunningScript(name, *args, url=url, input=input, env=env)
+def start_script(name, *args, url, input=None, env=None, python=None):
+    """Start `python NAME ARGS...` in the repo root in the background (python:
+    as for run_script). The caller must kill() it: tests use the spawn fixture,
+    which does that for them."""
+    return RunningScript(name, *args, url=url, input=input, env=env, python=python)
 
 
 def secret_forms(password=PASSWORD):

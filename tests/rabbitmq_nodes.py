@@ -4,10 +4,11 @@ A node gets free ports (its AMQP listener on 127.0.0.1 only), a folder of its ow
 for its data, logs, config and Erlang cookie, and never touches the machine's
 broker on the standard ports.
 
-RabbitMQ 3 is Debian's rabbitmq-server package on this machine. RabbitMQ 4 runs
-from the chroot that tools/rabbitmq4.py builds and caches: the node's folder is
-inside the chroot, the node runs there as the chroot's rabbitmq user, with an
-epmd of its own on a free port; rabbitmq4.unavailable() says when it cannot run.
+RabbitMQ 3 is Debian's rabbitmq-server package on this machine. RabbitMQ 4.0 and
+4.3 run from the chroots that tools/rabbitmq4.py builds and caches: the node's
+folder is inside its chroot, the node runs there as the chroot's rabbitmq user,
+with an epmd of its own on a free port; the chroot's unavailable() says when it
+cannot run.
 """
 
 import os
@@ -40,15 +41,16 @@ class IsolatedRabbitMqExecutor(RabbitMqExecutor):
     `listeners.tcp.local = 127.0.0.1:5672`, which a node would add to its own
     listeners), keeps its Erlang cookie in its folder, and listens on 127.0.0.1 only.
 
-    chrooted: run the node in tools/rabbitmq4.py's chroot (path must be inside it)
-    as its rabbitmq user, with an epmd of its own on a free port.
+    chroot: a tools/rabbitmq4.Chroot to run the node in (path must be inside it),
+    as its rabbitmq user, with an epmd of its own on a free port; None: the
+    machine's RabbitMQ 3.
     """
 
-    def __init__(self, port, dist_port, node, path, config="", chrooted=False):
+    def __init__(self, port, dist_port, node, path, config="", chroot=None):
         (path / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{port}\n{config}")
         (path / "rabbitmq-env.conf").write_text("")
-        here = Path(rabbitmq4.inside(path) if chrooted else path)  # the folder as the node sees it
-        server = rabbitmq4.command([RABBITMQ_SERVER]) if chrooted else RABBITMQ_SERVER
+        here = Path(chroot.inside(path) if chroot else path)  # the folder as the node sees it
+        server = chroot.command([RABBITMQ_SERVER]) if chroot else RABBITMQ_SERVER
         super().__init__(server, "127.0.0.1", port, dist_port, RABBITMQ_CTL,
                          logpath=here / "log", path=here, plugin_path=here, node_name=node)
         self._envvars.update(
@@ -61,13 +63,14 @@ class IsolatedRabbitMqExecutor(RabbitMqExecutor):
             ERL_EPMD_ADDRESS="127.0.0.1",
             LC_ALL="C.UTF-8",
         )
-        self.chrooted = chrooted
-        if chrooted:
+        self.chroot = chroot
+        self.chrooted = chroot is not None
+        if chroot:
             # An epmd of its own (the chroot's Erlang, not the system's), which
             # stop() ends with the node: it carries the node's environment.
             epmd_port = get_port(None, [port, dist_port, *STANDARD_PORTS])
             self._envvars.update(ERL_EPMD_PORT=str(epmd_port), PATH="/usr/sbin:/usr/bin:/sbin:/bin")
-            uid, gid = rabbitmq4.user_ids()
+            uid, gid = chroot.user_ids()
             for folder, _, files in os.walk(path):
                 for name in [folder, *(os.path.join(folder, f) for f in files)]:
                     os.chown(name, uid, gid)
@@ -79,7 +82,7 @@ class IsolatedRabbitMqExecutor(RabbitMqExecutor):
 
     def ctl_command(self, *args):
         """The command line of `rabbitmqctl ARGS` for this node (run it with env=self.envvars)."""
-        return rabbitmq4.command([RABBITMQ_CTL, *args]) if self.chrooted else [RABBITMQ_CTL, *args]
+        return self.chroot.command([RABBITMQ_CTL, *args]) if self.chroot else [RABBITMQ_CTL, *args]
 
     def check_subprocess(self):
         # rabbitmq-server exits 0 when the node fails to boot: say so at once
@@ -133,7 +136,8 @@ class IsolatedRabbitMqExecutor(RabbitMqExecutor):
 class Broker:
     """The broker the tests talk to. url, host, port always; the rest only for
     a throwaway node (under AMQP_URL they skip the test). major: 3 or 4 for a
-    throwaway node, None for the broker in AMQP_URL."""
+    throwaway node, None for the broker in AMQP_URL; version: "3", "4.0" or
+    "4.3" for a throwaway node (the chroot's name), None for AMQP_URL's."""
 
     def __init__(self, url, executor=None):
         self.url = url
@@ -143,7 +147,8 @@ class Broker:
         self._ex = executor
         self.node = executor._envvars["RABBITMQ_NODENAME"] if executor else None
         self.path = executor.path if executor else None
-        self.major = None if executor is None else 4 if executor.chrooted else 3
+        self.version = None if executor is None else executor.chroot.name if executor.chroot else "3"
+        self.major = None if executor is None else int(self.version.split(".")[0])
 
     @property
     def external(self):
@@ -200,10 +205,10 @@ class Broker:
             self.start()
 
 
-def _rabbitmq4_folder(name):
-    """A new folder for a RabbitMQ 4 node inside the chroot; folders that
+def _chroot_folder(chroot, name):
+    """A new folder for a RabbitMQ 4 node inside its chroot; folders that
     interrupted runs left there over a day ago are removed."""
-    base = rabbitmq4.ROOTFS / "tmp" / "txamqp-nodes"
+    base = chroot.rootfs / "tmp" / "txamqp-nodes"
     base.mkdir(mode=0o755, exist_ok=True)
     for old in base.iterdir():
         if old.stat().st_mtime < time.time() - 86400:
@@ -211,19 +216,21 @@ def _rabbitmq4_folder(name):
     return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
 
 
-def make_node(folders, name, config="", avoid=(), cookie=None, major=3):
-    """A throwaway RabbitMQ node (major: 3 or 4) on free ports, with config added
-    to its rabbitmq.conf, not started yet; returns (Broker, executor).
+def make_node(folders, name, config="", avoid=(), cookie=None, version="3"):
+    """A throwaway RabbitMQ node on free ports, with config added to its
+    rabbitmq.conf, not started yet; returns (Broker, executor). version: "3"
+    (the machine's rabbitmq-server) or a chroot of tools/rabbitmq4.py ("4.0", "4.3").
 
     folders: something whose mktemp(name) makes a new folder, like pytest's
     tmp_path_factory (a RabbitMQ 4 node's folder is in the chroot instead).
     cookie: the Erlang cookie, the same for nodes that are to form a cluster
     (by default each node makes its own)."""
-    if major == 4:
-        problem = rabbitmq4.unavailable()
+    chroot = None if version == "3" else rabbitmq4.CHROOTS[version]
+    if chroot:
+        problem = chroot.unavailable()
         if problem:
             pytest.skip(problem)
-        path = _rabbitmq4_folder(name)
+        path = _chroot_folder(chroot, name)
     else:
         if not os.access(RABBITMQ_SERVER, os.X_OK):
             pytest.fail(f"{RABBITMQ_SERVER} is missing: run the tests with `python3 tools/test.py` "
@@ -237,13 +244,13 @@ def make_node(folders, name, config="", avoid=(), cookie=None, major=3):
         (path / ".erlang.cookie").write_text(cookie)
         (path / ".erlang.cookie").chmod(0o400)
     executor = IsolatedRabbitMqExecutor(port, dist_port, f"txamqp-{name}-{port}@localhost", path, config,
-                                        chrooted=major == 4)
+                                        chroot=chroot)
     return Broker(f"amqp://guest:guest@127.0.0.1:{port}/%2F", executor), executor
 
 
-def start_node(folders, name, config="", avoid=(), major=3):
+def start_node(folders, name, config="", avoid=(), version="3"):
     """make_node's node, started; returns (Broker, executor)."""
-    node, executor = make_node(folders, name, config, avoid, major=major)
+    node, executor = make_node(folders, name, config, avoid, version=version)
     started = time.monotonic()
     try:
         node.start()

@@ -29,22 +29,22 @@ def line(text):
 
 @pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
-def test_two_terminal_walkthrough(spec, vhost_url, spawn):
-    consumer = spawn("consumer.py", spec, url=vhost_url)
+def test_two_terminal_walkthrough(spec, vhost_url, spawn, python):
+    consumer = spawn("consumer.py", spec, url=vhost_url, python=python)
     consumer.wait_for_stderr("Waiting for messages", timeout=30)
-    sent = run_script("producer.py", spec, MESSAGE, url=vhost_url)
+    sent = run_script("producer.py", spec, MESSAGE, url=vhost_url, python=python)
     assert sent.returncode == 0, sent.stderr
     assert consumer.read_stdout_lines(1, timeout=30) == [shown(MESSAGE)]
 
 
 @pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
-def test_message_sent_first_waits_in_queue(spec, vhost_url):
+def test_message_sent_first_waits_in_queue(spec, vhost_url, python):
     # A fresh vhost: neither the exchange nor the queue exists yet.
-    sent = run_script("producer.py", spec, MESSAGE, url=vhost_url)
+    sent = run_script("producer.py", spec, MESSAGE, url=vhost_url, python=python)
     assert sent.returncode == 0, sent.stderr
     assert helpers.queue_depth(vhost_url, "test_message_queue") == 1
-    got = run_script("consumer.py", spec, "--count", "1", url=vhost_url)
+    got = run_script("consumer.py", spec, "--count", "1", url=vhost_url, python=python)
     assert got.returncode == 0, got.stderr
     assert got.stdout == line(MESSAGE)
     # Acked after printing: nothing left, nothing to redeliver.
@@ -76,21 +76,21 @@ BODIES["binary"] = (BODIES["binary"][0], "".join(
 
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("case", sorted(BODIES))
-def test_consumer_receives_any_bytes(spec, case, broker, names):
+def test_consumer_receives_any_bytes(spec, case, broker, names, python):
     body, text = BODIES[case]
     helpers.declare(broker.url, names.exchange, names.queue, names.routing_key)
     helpers.publish(broker.url, names.exchange, names.routing_key, body)
-    got = run_script("consumer.py", spec, "--count", "1", *names.args, url=broker.url)
+    got = run_script("consumer.py", spec, "--count", "1", *names.args, url=broker.url, python=python)
     assert got.returncode == 0, got.stderr
     assert got.stdout == line(text)
 
 
 @pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("case", sorted(set(BODIES) - {"binary", "empty"}))
-def test_producer_sends_exact_bytes(spec, case, broker, names):
+def test_producer_sends_exact_bytes(spec, case, broker, names, python):
     body = BODIES[case][0]  # argv cannot hold NUL, so not the binary case
     # os.fsdecode: the str that makes the child's argv these exact bytes
-    sent = run_script("producer.py", spec, os.fsdecode(body), *names.args, url=broker.url)
+    sent = run_script("producer.py", spec, os.fsdecode(body), *names.args, url=broker.url, python=python)
     assert sent.returncode == 0, sent.stderr
     assert helpers.get_all(broker.url, names.queue) == [body]
 
@@ -141,11 +141,11 @@ def test_messages_are_persistent_unless_transient(spec, broker, names):
 @pytest.mark.rabbitmq4
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", SPECS)
-def test_persistent_message_survives_broker_restart(spec, broker, names):
-    sent = run_script("producer.py", spec, "still here", *names.args, url=broker.url)
+def test_persistent_message_survives_broker_restart(spec, broker, names, python):
+    sent = run_script("producer.py", spec, "still here", *names.args, url=broker.url, python=python)
     assert sent.returncode == 0, sent.stderr
     broker.restart()
-    got = run_script("consumer.py", spec, "--count", "1", *names.args, url=broker.url)
+    got = run_script("consumer.py", spec, "--count", "1", *names.args, url=broker.url, python=python)
     assert got.returncode == 0, got.stderr
     assert got.stdout == line("still here")
 

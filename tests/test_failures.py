@@ -322,7 +322,7 @@ def test_verbose_shows_the_traceback():
 
 @pytest.mark.parametrize("script", ["producer.py", "consumer.py"])
 def test_another_txamqp_release_is_refused_in_one_line(script, tmp_path):
-    # amqp_support.client overrides txamqp 0.8.2's internals: with any other
+    # amqp_support._client overrides txamqp 0.8.2's internals: with any other
     # release installed, the scripts say so instead of failing somewhere inside.
     # Another release, as pip would leave it: the package and its dist-info
     # folder (here the package is 0.8.2's code, under 0.9.0's name), first on the path.

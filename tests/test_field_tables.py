@@ -1,4 +1,4 @@
-"""Field tables and message properties as amqp_support.codec decodes them: every
+"""Field tables and message properties as amqp_support._codec decodes them: every
 value-type letter of AMQP 0-9-1's specification and of RabbitMQ's errata,
 decimals, tables nested thousands deep, and property blocks that cannot be
 decoded, which must still give the message (its body size comes before them).

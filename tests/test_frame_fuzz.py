@@ -205,7 +205,7 @@ def test_deeply_nested_headers_table_is_delivered(logged_errors):
     assert depth == 5000
 
 
-# The fast path of amqp_support.codec (struct, for methods and properties of
+# The fast path of amqp_support._fastpath (struct, for methods and properties of
 # numbers, short strings and bits) must give the bytes and values the Codec
 # gives, and leave anything else to it.
 

@@ -80,11 +80,11 @@ def test_pika_reads_back_what_it_published(broker, names):
 
 @pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
-def test_pika_publishes_consumer_reads(spec, broker, names):
+def test_pika_publishes_consumer_reads(spec, broker, names, python):
     # consumer.py prints no property, so that it is not derailed by them
     # (every one pika writes, see the test above) is what it can show.
     pika_publish_all(broker.url, names)
-    got = run_script("consumer.py", spec, "--count", str(len(BODIES)), *names.args, url=broker.url)
+    got = run_script("consumer.py", spec, "--count", str(len(BODIES)), *names.args, url=broker.url, python=python)
     assert got.returncode == 0, got.stderr
     lines = got.stdout.decode().split("\n")
     assert lines == ["Received: %s from channel #1" % text for text in PRINTED] + [""]
@@ -108,9 +108,9 @@ def pika_consume(url, queue, count):
 
 @pytest.mark.rabbitmq4
 @pytest.mark.parametrize("spec", SPECS)
-def test_producer_publishes_pika_reads(spec, broker, names):
+def test_producer_publishes_pika_reads(spec, broker, names, python):
     stdin = b"".join(body + b"\n" for body in BODIES)
-    sent = run_script("producer.py", spec, "-", *names.args, url=broker.url, input=stdin)
+    sent = run_script("producer.py", spec, "-", *names.args, url=broker.url, input=stdin, python=python)
     assert sent.returncode == 0, sent.stderr
     got = pika_consume(broker.url, names.queue, len(BODIES))
     assert [body for _, _, body in got] == BODIES

@@ -25,7 +25,7 @@ def test_node_is_a_real_rabbitmq_4(rabbitmq4):
 
 MESSAGE = "producer-to-consumer test message 1"
 FELL_BACK = "refused AMQP 0-8 (RabbitMQ 4.0 and later); using amqp0-9-1.xml"
-on_rabbitmq4 = pytest.mark.parametrize("broker", ["rabbitmq4"], indirect=True)
+on_rabbitmq4 = pytest.mark.parametrize("broker", ["rabbitmq40", "rabbitmq43"], indirect=True)
 
 
 def fell_back(url):
@@ -34,12 +34,12 @@ def fell_back(url):
 
 
 @on_rabbitmq4
-def test_walkthrough_with_amqp_0_8_falls_back_to_0_9_1(broker, vhost_url, spawn):
+def test_walkthrough_with_amqp_0_8_falls_back_to_0_9_1(broker, vhost_url, spawn, python):
     """The README's two commands, as given, on RabbitMQ 4: each script says once
     that it uses amqp0-9-1.xml, and the message goes through."""
-    consumer = spawn("consumer.py", "amqp0-8.xml", url=vhost_url)
+    consumer = spawn("consumer.py", "amqp0-8.xml", url=vhost_url, python=python)
     consumer.wait_for_stderr("Waiting for messages", timeout=30)
-    sent = run_script("producer.py", "amqp0-8.xml", MESSAGE, url=vhost_url)
+    sent = run_script("producer.py", "amqp0-8.xml", MESSAGE, url=vhost_url, python=python)
     assert sent.returncode == 0, sent.stderr
     assert sent.stderr.decode().splitlines() == [
         fell_back(vhost_url),
@@ -102,9 +102,10 @@ def test_message_over_16_mib(broker, names):
 
 
 def test_scripts_use_no_feature_rabbitmq_4_deprecates(rabbitmq4):
-    """RabbitMQ 4 deprecates transient non-exclusive queues (refused by default
-    from 4.3) and global QoS: the scripts' queue is durable and not exclusive
-    (and their basic.qos leaves global off)."""
+    """RabbitMQ 4 deprecates transient non-exclusive queues (the tests' 4.3 node
+    denies them; 4.3.6 still permits them by default) and global QoS: the
+    scripts' queue is durable and not exclusive (test_rabbitmq43.py checks
+    that their basic.qos leaves global off)."""
     queue = f"q.durable.{secrets.token_hex(3)}"
     args = ["--queue", queue, "--exchange", "", "--routing-key", queue]
     sent = run_script("producer.py", "amqp0-9-1.xml", "kept", *args, url=rabbitmq4.url)

@@ -319,7 +319,7 @@ def test_frame_constants_have_txamqp_names(version):
     for kind in kinds:
         assert kind in consts, kind
     assert consts["frame_end"].id == 206
-    assert FRAME_END == 206  # what amqp_support.codec ends each frame with
+    assert FRAME_END == 206  # what amqp_support._codec ends each frame with
 
 
 # ------------------------------------------------------------------ names seen from Python
@@ -366,7 +366,7 @@ def test_twisted_delegate_handlers_match_method_names(version):
     assert handlers <= names
 
 
-# What amqp_support.client's Delegate handles, and the fields it reads.
+# What amqp_support._client's Delegate handles, and the fields it reads.
 DELEGATE_READS = {
     "basic.ack": ["delivery-tag", "multiple"],
     "basic.nack": ["delivery-tag", "multiple"],
@@ -553,7 +553,7 @@ def test_no_prose(version):
 
 # ------------------------------------------------------------------ wire round trip
 
-# Through amqp_support.codec, which the scripts read and write frames with
+# Through amqp_support._codec, which the scripts read and write frames with
 # (not txamqp's own FrameReceiver, which they do not use).
 
 def unpack_frame(s, data):
@@ -612,7 +612,7 @@ def test_round_trip_deliver_and_ack(version):
     assert payload.method is ack and payload.args == (9, False)
 
 
-# ------------------------------------------------------------------ amqp_support.spec
+# ------------------------------------------------------------------ amqp_support._spec
 
 # The scripts load spec files with amqp_support.load_spec (quicker), the
 # tests above with txamqp's own loader: both must give the same spec.

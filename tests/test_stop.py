@@ -15,12 +15,12 @@ STREAM = 3000
 
 @pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_while_consuming_a_stream(sig, spec, broker, names, spawn):
+def test_signal_while_consuming_a_stream(sig, spec, broker, names, spawn, python):
     bodies = [b"message %d" % i for i in range(STREAM)]
     sent = run_script("producer.py", spec, "-", *names.args, url=broker.url,
-                      input=b"".join(b + b"\n" for b in bodies))
+                      input=b"".join(b + b"\n" for b in bodies), python=python)
     assert sent.returncode == 0, sent.stderr
-    consumer = spawn("consumer.py", spec, "--prefetch", "50", *names.args, url=broker.url)
+    consumer = spawn("consumer.py", spec, "--prefetch", "50", *names.args, url=broker.url, python=python)
     consumer.read_stdout_lines(100, timeout=30)  # mid-stream
     consumer.send_signal(sig)
     assert consumer.wait(timeout=30) == 0, consumer.stderr_text

@@ -43,14 +43,14 @@ def queue(request):
     return "q.tls.%s.%d" % (request.node.name.replace("[", ".").rstrip("]"), time.monotonic_ns())
 
 
-def round_trip(node, queue, spec, *tls_args):
+def round_trip(node, queue, spec, *tls_args, python=None):
     """Send a message with the producer and read it with the consumer, both
-    over amqps://, with the default exchange and the given queue."""
+    over amqps://, with the default exchange and the given queue (and Python)."""
     url = node.url()
     options = ["--exchange", "", "--queue", queue, *tls_args]
-    sent = helpers.run_script("producer.py", spec, MESSAGE, *options, url=url)
+    sent = helpers.run_script("producer.py", spec, MESSAGE, *options, url=url, python=python)
     assert sent.returncode == 0, sent.stderr
-    got = helpers.run_script("consumer.py", spec, "--count", "1", *options, url=url)
+    got = helpers.run_script("consumer.py", spec, "--count", "1", *options, url=url, python=python)
     assert got.returncode == 0, got.stderr
     assert got.stdout.decode() == "Received: %s from channel #1\n" % MESSAGE
     helpers.delete(node.broker.url, queue=queue)
@@ -59,9 +59,9 @@ def round_trip(node, queue, spec, *tls_args):
 # --- the broker's certificate --------------------------------------------------
 
 @pytest.mark.parametrize("spec", SPECS)
-def test_round_trip_over_amqps(spec, tls_broker, queue):
+def test_round_trip_over_amqps(spec, tls_broker, queue, python):
     # The URL's port is the node's TLS listener, which speaks nothing but TLS.
-    round_trip(tls_broker, queue, spec, "--cafile", tls_broker.cafile)
+    round_trip(tls_broker, queue, spec, "--cafile", tls_broker.cafile, python=python)
 
 
 def test_certificate_from_an_untrusted_ca_is_refused(tls_broker, tmp_path):
@@ -96,9 +96,9 @@ def test_amqps_to_a_plain_amqp_port_is_refused(tls_broker):
 # --- a broker that requires a client certificate ---------------------------------
 
 @pytest.mark.parametrize("spec", SPECS)
-def test_client_certificate_given(spec, mtls_broker, queue):
+def test_client_certificate_given(spec, mtls_broker, queue, python):
     round_trip(mtls_broker, queue, spec, "--cafile", mtls_broker.cafile,
-               "--certfile", mtls_broker.client_cert, "--keyfile", mtls_broker.client_key)
+               "--certfile", mtls_broker.client_cert, "--keyfile", mtls_broker.client_key, python=python)
 
 
 def test_client_certificate_and_key_in_one_file(mtls_broker, queue, tmp_path):

@@ -6,15 +6,21 @@ sure RabbitMQ is installed (the tests start throwaway nodes of their own, never
 touching a broker on the standard port), then runs tox, which runs pytest with
 the arguments given here. Exits with tox's status. Standard library only.
 
-As root it also builds, once, the Debian 13 chroot with a real RabbitMQ 4 that
-the rabbitmq4 tests run against (tools/rabbitmq4.py; a few minutes, cached in
-/var/cache/txamqp-example). Without it those tests skip, saying how to get it.
+As root it also builds, once, the Debian chroots with real RabbitMQ 4.0 and 4.3
+that the rabbitmq4 tests run against, and the newest Python (3.14, in the 4.3
+one, with a virtualenv of requirements.txt) that the end-to-end core also runs
+with (tools/rabbitmq4.py; a few minutes, cached in /var/cache/txamqp-example),
+and installs node and npm (for the amqplib tests) where they are missing. Without
+them those tests skip, saying how to get them; with CI set in the environment,
+what cannot be had fails the run instead, and so does any of those tests that
+skips (tests/conftest.py): a green CI has run them all.
 
 With AMQP_URL set, the broker tests use that broker instead, and RabbitMQ need not
 be installed here; the tests that stop or kill a broker are skipped.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 APT_INSTALL = "apt-get update && apt-get install -y rabbitmq-server"
+CI = bool(os.environ.get("CI"))
 
 
 def fail(message):
@@ -57,13 +64,48 @@ def ensure_rabbitmq():
         fail(f"rabbitmq-server was installed but {RABBITMQ_SERVER} is still missing")
 
 
+def missing(problem, tests):
+    """What could not be had: fails the run under CI, else its tests will skip."""
+    if CI:
+        fail(f"{problem} (CI is set: the {tests} tests must run)")
+    print(f"tools/test.py: {problem}; the {tests} tests will be skipped", file=sys.stderr)
+
+
 def ensure_rabbitmq4():
-    """Build RabbitMQ 4's chroot if we can; if not, its tests skip (not an error)."""
-    if os.environ.get("AMQP_URL") or os.geteuid() != 0:
+    """Build RabbitMQ 4.0's and 4.3's chroots, and the newest Python's virtualenv
+    in 4.3's, if we can; if not, their tests skip (under CI: fail)."""
+    if os.environ.get("AMQP_URL"):
+        if CI:
+            fail("AMQP_URL is set, but CI must run the RabbitMQ 4 tests on throwaway nodes of their own")
         return
-    problem = rabbitmq4.provision()
-    if problem:
-        print(f"tools/test.py: {problem}; the RabbitMQ 4 tests will be skipped", file=sys.stderr)
+    if os.geteuid() != 0:
+        if CI:
+            fail("CI must run the RabbitMQ 4 and newest Python tests, whose chroots need root: run as root")
+        return
+    for chroot in rabbitmq4.CHROOTS.values():
+        problem = chroot.provision()
+        if problem:
+            missing(problem, f"RabbitMQ {chroot.name}")
+            continue
+        if chroot.python:
+            problem = chroot.provision_python()
+            if problem:
+                missing(problem, f"Python {'.'.join(map(str, chroot.python))}")
+
+
+def ensure_node():
+    """node and npm for the amqplib tests: apt-get install them as root where missing."""
+    if shutil.which("node") and shutil.which("npm"):
+        return
+    if os.geteuid() != 0:
+        missing("node and npm are not installed (apt-get install nodejs npm)", "amqplib")
+        return
+    print("Installing node and npm: apt-get install -y nodejs npm", file=sys.stderr)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "nodejs", "npm"]):
+        if subprocess.run(command, env=env, stdin=subprocess.DEVNULL).returncode:
+            missing(f"`{' '.join(command)}` failed", "amqplib")
+            return
 
 
 def main():
@@ -75,6 +117,7 @@ def main():
         fail("could not install tox into .venv (see pip's message above)")
     ensure_rabbitmq()
     ensure_rabbitmq4()
+    ensure_node()
     tox = [str(python), "-m", "tox"]
     if sys.argv[1:]:
         tox += ["--", *sys.argv[1:]]
