@@ -1,7 +1,7 @@
 """Speed only: the frames of ordinary messages without txamqp's codec.
 
 Each function gives exactly what amqp_support._codec gives, or None, and the caller then
-takes _codec's general way (which also says what is wrong with a bad frame); tests/test_spec.py
+takes _codec's general way (which also says what is wrong with a bad frame); tests/test_frame_fuzz.py
 checks both agree. The fields of every message's methods and properties (basic.publish,
 basic.deliver, basic.ack, content headers) are numbers, short strings and one run of bits:
 struct does those directly; tables, long strings, odd values go the general way.
