@@ -335,8 +335,8 @@ class Delegate(client.TwistedDelegate):
 
     def basic_cancel(self, ch: AMQChannel, msg: Message) -> None:
         self.client.consumer_queue(msg.consumer_tag).close(
-            ConsumerCancelled("the broker cancelled consumer %r (was its queue deleted?)"
-                              % msg.consumer_tag))
+            ConsumerCancelled("basic.cancel of consumer %r (was its queue deleted, or a message"
+                              " held past the broker's consumer timeout?)" % msg.consumer_tag))
 
 
 class AMQClient(protocol.AMQClient):

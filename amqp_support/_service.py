@@ -26,7 +26,8 @@ from txamqp.message import Message
 from amqp_support._client import AMQClient
 from amqp_support._codec import Spec
 from amqp_support._endpoint import ClientTLS, FailoverEndpoint
-from amqp_support._errors import ConnectionFailed, CutMidFrame, Failed, HeartbeatMissed, ProtocolRefused
+from amqp_support._errors import (ConnectionFailed, ConsumerCancelled, CutMidFrame, Failed, HeartbeatMissed,
+                                  ProtocolRefused)
 from amqp_support._explain import channel_closed, explain, reason_of
 from amqp_support._protocol import may_speak_0_9_1, protocol_name
 from amqp_support._status import log as status_log
@@ -36,12 +37,12 @@ T = TypeVar("T")
 
 TRANSIENT = (error.ConnectionRefusedError, error.DNSLookupError, error.TimeoutError,
              error.ConnectionDone, error.ConnectionLost, error.ConnectionClosed,
-             defer.TimeoutError, HeartbeatMissed, CutMidFrame)
+             defer.TimeoutError, HeartbeatMissed, CutMidFrame, ConsumerCancelled)
 
 
 def is_transient(e: Exception, conn: AMQClient | None = None) -> bool:
     """Could another connection help? After a lost or refused connection, a
-    timeout, a broker shutting down: yes. After a refusal (login, vhost,
+    timeout, a broker shutting down or cancelling a consumer: yes. After a refusal (login, vhost,
     protocol, TLS) or a channel error: no."""
     reason = reason_of(e, conn)
     if isinstance(reason, Message):
@@ -184,12 +185,15 @@ class AMQPService(ClientService):
         # Out of ClientService's callbacks first: it may not be re-entered.
         yield task.deferLater(self.reactor, 0)
         if conn is not None:
-            conn.abort()  # a failed login leaves it open
+            conn.abort()  # a failed login leaves it open, a cancelled consumer too
+            yield conn.disconnected.wait()  # before ClientService is asked for the next
         broker = conn.broker if conn is not None else self.endpoint.broker
         logged_in = conn is not None and conn.logged_in
         why = channel_closed(e, conn) if logged_in else None
         if why:  # the connection was fine: say what did end
             what = "the broker at %s closed the channel" % broker
+        elif isinstance(reason_of(e, conn), ConsumerCancelled):
+            what, why = "the broker at %s cancelled the consumer" % broker, explain(e, conn)
         else:
             what = ("lost the connection to %s" if logged_in else "cannot connect to %s") % broker
             why = explain(e, conn)

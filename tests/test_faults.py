@@ -213,6 +213,30 @@ def test_no_reconnect_ends_on_a_lost_connection(broker, names, spawn):
 
 
 
+@pytest.mark.parametrize("queue_type", QUEUE_TYPES)
+def test_queue_deleted_under_the_consumer(queue_type, broker, names, spawn):
+    """The queue is deleted while consumer.py reads it: the broker cancels the
+    consumer with basic.cancel (the scripts ask for consumer_cancel_notify).
+    consumer.py says so in one line, not as a lost connection, declares the
+    queue again and goes on consuming, without being started again."""
+    args = [*names.args, "--queue-type", queue_type]
+    consumer = spawn("consumer.py", "amqp0-9-1.xml", *args, url=broker.url)
+    consumer.wait_for_stderr("Waiting for messages", timeout=30)
+    helpers.delete(broker.url, queue=names.queue)
+    consumer.wait_for_stderr("connected to", timeout=30)
+    said = [line for line in consumer.stderr_text.splitlines() if "cancel" in line]
+    assert len(said) == 1 and "basic.cancel" in said[0], consumer.stderr_text
+    assert "lost the connection" not in consumer.stderr_text
+    deadline = time.monotonic() + 30
+    while consumer.stderr_text.count("Waiting for messages") < 2:
+        assert time.monotonic() < deadline, "not consuming again: " + consumer.stderr_text
+        time.sleep(0.2)
+    sent = run_script("producer.py", "amqp0-9-1.xml", "after the delete", *args, url=broker.url)
+    assert sent.returncode == 0, sent.stderr
+    assert consumer.read_stdout_lines(1, timeout=30) == ["Received: after the delete from channel #1"]
+    finish(consumer, broker, names.queue)
+
+
 LONG_STREAM = 60000
 PROGRESS = re.compile(r"\(the broker had taken (\d+) message\(s\); (\d+) more were sent but not"
                       r" confirmed\)")
