@@ -25,11 +25,10 @@ from txamqp import client, message, protocol, queue
 from txamqp.connection import Body, Frame, Header, Method
 from txamqp.content import Content
 
-from amqp_support._codec import (FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, ContentHeader, Payload, Spec,
-                                 SpecClass, SpecMethod)
+from amqp_support._codec import (FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, ContentHeader, MessageFrames,
+                                 Payload, Spec, SpecClass, SpecMethod, pack_frame, unpack_payload)
 from amqp_support._errors import (ConsumerCancelled, CutMidFrame, FrameError, HeartbeatMissed, LoginRefused,
                                   ProtocolRefused, UnexpectedMethod, UnsupportedTxamqp)
-from amqp_support._fastpath import MessageFrames, pack_frame, unpack_payload
 from amqp_support._protocol import protocol_header
 from amqp_support._status import log as status_log
 

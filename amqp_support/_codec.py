@@ -1,18 +1,24 @@
-"""Frames in and out of txamqp 0.8.2, byte for byte: its own codec sizes a str
-in characters but writes it in UTF-8, decodes any UTF-8 body frame to str and
-knows four field-table types. This one reads and writes the same payload
-objects (txamqp.connection's Method, Header, Body, Heartbeat), keeps bytes as
-bytes and reads every field-table type of AMQP 0-9-1 and RabbitMQ.
+"""Frames in and out, byte for byte, in place of txamqp 0.8.2's codec: its own
+sizes a str in characters but writes it in UTF-8, decodes any UTF-8 body frame
+to str, knows four field-table types and reads a bit after other fields from
+an octet it read before. This one reads and writes the same payload objects
+(txamqp.connection's Method, Header, Body, Heartbeat), keeps bodies as bytes
+and reads every field-table type of AMQP 0-9-1 and RabbitMQ.
+
+Each list of field types (a method's arguments, the properties a content header
+has) is compiled once into steps that struct reads and writes at once: a run
+of numbers, a run of bits, a string, a table. MessageFrames, speed only, also
+keeps the frames of the last messages published, which differ from the next
+only in the body.
 """
 
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
-from io import BytesIO
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
-from txamqp import codec
 from txamqp.connection import Body, Header, Heartbeat, Method
+from txamqp.content import Content
 
 from amqp_support._errors import FrameError
 
@@ -22,6 +28,7 @@ SpecClass = Any  # txamqp.spec.Class
 SpecMethod = Any  # txamqp.spec.Method
 Payload = Any  # a frame's: txamqp.connection.Method, Header, Body or Heartbeat, or a ContentHeader
 FieldTable = dict[Any, Any]  # decoded names are str (bytes if not UTF-8)
+_T = TypeVar("_T")
 
 FRAME_END = 0xCE
 FRAME_HEADER = struct.Struct("!BHI")  # type, channel, payload size
@@ -43,33 +50,274 @@ class ContentHeader:
 
 PAYLOADS = {1: Method, 2: ContentHeader, 3: Body, 8: Heartbeat}  # each frame type, as received
 
+NUMBERS = {"octet": "B", "short": "H", "long": "I", "longlong": "Q", "timestamp": "Q"}
+SHORTSTR = None  # the step of a short string (the commonest, so the cheapest test)
+Step = struct.Struct | int | str | None  # numbers | that many bits | "longstr" or "table" | SHORTSTR
 
-class Codec(codec.Codec):
-    """txamqp's Codec, with strings sized in bytes and full field tables."""
 
-    def read(self, n: int) -> bytes:
-        # Bits share an octet only with the bits next to them: what is left of the
-        # last one is not for a bit after other fields (txamqp's decode_bit takes it).
-        self.incoming_bits.clear()
-        data = super().read(n)
-        if len(data) < n:  # txamqp's returns what is there
-            raise codec.EOF()
-        return data
+class Fields:
+    """How to write and read fields of these types, compiled into steps: a
+    Struct for a run of numbers, an int for a run of bits (eight to an
+    octet; a bit after other fields starts a new one), SHORTSTR, "longstr"
+    or "table". merge=False: numbers one by one (to say which failed)."""
 
-    def enc_str(self, fmt: str, s: str | bytes) -> None:
-        if isinstance(s, str):
-            s = s.encode("utf-8")
-        self.enc_bytes(fmt, s)
+    def __init__(self, types: Sequence[str], merge: bool = True) -> None:
+        self.steps: list[Step] = []
+        self.counts: list[int] = []  # how many fields each step covers
+        for t in types:
+            last = self.steps[-1] if self.steps else SHORTSTR
+            if t == "bit" and type(last) is int:
+                self.steps[-1] = last + 1
+            elif t in NUMBERS and merge and isinstance(last, struct.Struct):
+                self.steps[-1] = struct.Struct(last.format + NUMBERS[t])
+            else:
+                if t not in NUMBERS and t not in ("bit", "shortstr", "longstr", "table"):
+                    raise FrameError("a field of type %r, which AMQP does not have" % t)
+                self.steps.append(1 if t == "bit" else struct.Struct("!" + NUMBERS[t]) if t in NUMBERS
+                                  else SHORTSTR if t == "shortstr" else t)
+                self.counts.append(0)
+            self.counts[-1] += 1
+        self.plan = list(zip(self.steps, self.counts, strict=True))
 
-    def encode_table(self, table: Mapping[str | bytes, Any]) -> None:
-        out = bytearray()
-        encode_field_table(table, out)
-        self.write(bytes(out))
+    def encode(self, values: Sequence[Any], out: bytearray) -> None:
+        i = 0
+        for step, count in self.plan:
+            if isinstance(step, struct.Struct):
+                out += step.pack(*values[i:i + count])
+            elif type(step) is int:
+                for start in range(i, i + count, 8):
+                    out.append(sum(1 << n for n, bit in enumerate(values[start:min(start + 8, i + count)]) if bit))
+            elif step == "table" or isinstance(values[i], dict):  # txamqp takes a table for a longstr too
+                encode_field_table(values[i], out)
+            else:
+                value = values[i].encode("utf-8") if isinstance(values[i], str) else values[i]
+                if step is SHORTSTR:
+                    if len(value) > 255:
+                        raise ValueError("a short string over 255 bytes: %r" % value[:20])
+                    out.append(len(value))
+                else:
+                    out += LONG.pack(len(value))
+                out += value
+            i += count
 
-    def decode_table(self) -> FieldTable:
-        size = self.unpack("!L")
-        data = self.read(size)
-        return decode_fields(data, 0, size, {})
+    def decode(self, data: bytes, pos: int) -> tuple[list[Any], int]:
+        """The values of the fields in data from pos, and the position after
+        them; IndexError or struct.error if data ends first."""
+        values: list[Any] = []
+        for step, count in self.plan:
+            if step is None:  # SHORTSTR
+                end = pos + 1 + data[pos]
+                if end > len(data):
+                    raise IndexError(end)
+                value = data[pos + 1:end]
+                try:
+                    values.append(value.decode())
+                except UnicodeDecodeError:
+                    values.append(value)
+                pos = end
+            elif type(step) is int:
+                for n in range(count):
+                    if not n % 8:
+                        octet = data[pos]
+                        pos += 1
+                    values.append(octet >> n % 8 & 1 != 0)
+            elif type(step) is str:
+                end = pos + 4 + LONG.unpack_from(data, pos)[0]
+                if end > len(data):
+                    raise IndexError(end)
+                values.append(text_or_bytes(data[pos + 4:end]) if step == "longstr"
+                              else decode_fields(data, pos + 4, end, {}))
+                pos = end
+            else:  # a Struct
+                values += step.unpack_from(data, pos)  # type: ignore[union-attr]
+                pos += step.size  # type: ignore[union-attr]
+        return values, pos
+
+
+Properties = tuple[list[str], list[str], Fields]  # the names and types of properties present, their Fields
+_methods: dict[tuple[Spec, int], tuple[SpecMethod, Fields]] = {}  # by (spec, class id << 16 | method id)
+_encoders: dict[SpecMethod, tuple[bytes, Fields]] = {}  # a method's class and method ids, and its Fields
+_properties: dict[tuple[SpecClass, tuple[int, ...]], Properties] = {}  # by (class, flag words)
+_flags: dict[tuple[SpecClass, tuple[str, ...]], tuple[bytes, Properties]] = {}  # by (class, names given)
+CLASS_METHOD = struct.Struct("!I")  # class id << 16 | method id
+HEADER_START = struct.Struct("!HHQH")  # class, weight, body size, the first property flags
+SHORT = struct.Struct("!H")
+BODY_SIZE = struct.Struct("!Q")
+
+
+def present_properties(klass: SpecClass, words: tuple[int, ...]) -> Properties:
+    """The names, types and Fields of the properties these flag words announce:
+    one bit per property, 15 to a 16-bit word, whose lowest bit says another follows."""
+    found = _properties.get((klass, words))
+    if found is None:
+        present = [f for i, f in enumerate(klass.fields)
+                   if i // 15 < len(words) and words[i // 15] >> (15 - i % 15) & 1]
+        types = [f.type for f in present]
+        found = _properties[klass, words] = [f.name for f in present], types, Fields(types)
+    return found
+
+
+def property_flags(klass: SpecClass, names: tuple[str, ...]) -> tuple[bytes, Properties]:
+    """The flag words for properties of these names, and what present_properties gives for them."""
+    found = _flags.get((klass, names))
+    if found is None:
+        known = [f.name for f in klass.fields]
+        unknown = set(names) - set(known)
+        if unknown:
+            raise ValueError("the spec file has no message property named %s" % ", ".join(sorted(unknown)))
+        words = [0] * max(1, -(-len(known) // 15))
+        for name in names:
+            i = known.index(name)
+            words[i // 15] |= 1 << (15 - i % 15)
+        words = [word | (n < len(words) - 1) for n, word in enumerate(words)]
+        found = _flags[klass, names] = (b"".join(SHORT.pack(w) for w in words),
+                                        present_properties(klass, tuple(words)))
+    return found
+
+
+def pack_frame(channel: int, payload: Payload) -> bytes:
+    """The bytes of one frame carrying a txamqp payload object."""
+    kind = type(payload)
+    if kind is Method:
+        found = _encoders.get(payload.method)
+        if found is None:
+            method = payload.method
+            found = _encoders[method] = (CLASS_METHOD.pack(method.klass.id << 16 | method.id),
+                                         Fields([f.type for f in method.fields]))
+        out = bytearray(found[0])
+        found[1].encode(payload.args, out)
+        data = bytes(out)
+    elif kind is Header:
+        props = payload.properties
+        flags, (names, _, fields) = property_flags(payload.klass, tuple(n for n, v in props.items() if v is not None))
+        out = bytearray(HEADER_START.pack(payload.klass.id, payload.weight, payload.size, 0)[:-2] + flags)
+        fields.encode([props[name] for name in names], out)
+        data = bytes(out)
+    else:
+        data = payload.content if kind is Body else b""  # Heartbeat: nothing
+    return b"".join((FRAME_HEADER.pack(PAYLOAD_TYPES[kind], channel, len(data)), data, b"\xce"))
+
+
+def unpack_payload(spec: Spec, kind: int, data: bytes) -> Payload:
+    """A txamqp payload object from the bytes of one frame's payload."""
+    if kind == 3:
+        return Body(data)  # bytes, always
+    if kind == 8:
+        return Heartbeat()
+    method = None
+    try:
+        if kind == 1:
+            key = (spec, CLASS_METHOD.unpack_from(data)[0])
+            found = _methods.get(key)
+            if found is None:
+                klass = known(spec.classes.byid, key[1] >> 16, "method frame for an unknown class")
+                method = known(klass.methods.byid, key[1] & 0xFFFF,
+                               "method frame for an unknown method of class %s" % klass.name)
+                found = _methods[key] = (method, Fields([f.type for f in method.fields]))
+            method = found[0]
+            return Method(method, *found[1].decode(data, 4)[0])
+        class_id, weight, size, word = HEADER_START.unpack_from(data)
+        klass = known(spec.classes.byid, class_id, "content header for an unknown class")
+        words, pos = [word], HEADER_START.size
+        while words[-1] & 1:
+            words.append(SHORT.unpack_from(data, pos)[0])
+            pos += 2
+    except (IndexError, struct.error):
+        what = ("%s.%s method frame" % (method.klass.name, method.name) if method is not None
+                else "method frame" if kind == 1 else "content header")
+        raise FrameError("%s shorter than its fields" % what) from None
+    names, types, fields = present_properties(klass, tuple(words))
+    header = ContentHeader(klass, weight, size, {})
+    try:
+        header.properties = dict(zip(names, fields.decode(data, pos)[0], strict=False))
+    except (FrameError, IndexError, struct.error):
+        # The body size is known: the message is delivered whatever its properties
+        # hold; what cannot be decoded is left out and said in property_error.
+        header.property_error = decode_properties(data, pos, names, types, header.properties)
+    return header
+
+
+def decode_properties(data: bytes, pos: int, names: list[str], types: list[str],
+                      properties: dict[str, Any]) -> str:
+    """Decode what can be of these properties, one at a time (a run of bits
+    at once), into properties; say what could not be."""
+    problems, i = [], 0
+    for step, count in Fields(types, merge=False).plan:
+        try:
+            if step == "table":  # its size comes first: skip it, read on
+                end = pos + 4 + LONG.unpack_from(data, pos)[0]
+                if end > len(data):
+                    raise IndexError(end)
+                try:
+                    properties[names[i]] = decode_fields(data, pos + 4, end, {})
+                except FrameError as e:
+                    problems.append("%s: %s" % (names[i], e))
+                pos = end
+            else:
+                values, pos = Fields(types[i:i + count]).decode(data, pos)
+                properties.update(zip(names[i:i + count], values, strict=True))
+        except (IndexError, struct.error):
+            problems.append("the content header ends inside property %s" % names[i])
+            break
+        i += count
+    return "; ".join(problems)
+
+
+def known(table: Mapping[int, Any], key: int, what: str) -> Any:
+    try:
+        return table[key]
+    except KeyError:
+        raise FrameError("%s (id %d)" % (what, key)) from None
+
+
+class MessageFrames:
+    """Speed only: published messages' frames. A run of messages to the same
+    exchange and routing key, with the same properties, differs only in its
+    bodies, so the method frame is encoded once and the content header once
+    but for its body size. A message with a field table among its properties,
+    or a body over one frame, gives None: the caller then takes pack_frame."""
+
+    LIMIT = 64  # kinds of message remembered at most (a program rarely has more than one)
+
+    def __init__(self, frame_max: int) -> None:
+        self.body_max = frame_max - 8  # a frame's payload: its size less 7 header bytes and the end byte
+        self.methods: dict[tuple[int, SpecMethod, tuple[Any, ...]], bytes] = {}  # (channel, method, args): its frame
+        # (channel, class, properties): (the header frame up to the body size, after it)
+        self.headers: dict[tuple[int, SpecClass, tuple[tuple[str, Any], ...]], tuple[bytes, bytes]] = {}
+
+    def message(self, channel: int, method: SpecMethod, args: tuple[Any, ...], content: Content) -> bytes | None:
+        """The bytes of the method, header and body frames of one message, or None."""
+        body = content.body
+        size = len(body)
+        if size > self.body_max or content.children or isinstance(body, str):
+            return None
+        try:
+            key = (channel, method, args)
+            method_frame = self.methods.get(key)
+            props = content.properties
+            props_key = (channel, method.klass, tuple(props.items()))
+            header = self.headers.get(props_key)
+        except TypeError:  # a value that cannot be a key: a field table, a list
+            return None
+        try:
+            if method_frame is None:
+                method_frame = self.remember(self.methods, key, pack_frame(channel, Method(method, *args)))
+            if header is None:
+                frame = pack_frame(channel, Header(method.klass, 0, 0, **props))
+                header = self.remember(self.headers, props_key, (frame[:11], frame[19:]))  # less the body size
+        except (ValueError, TypeError, struct.error):  # said by the general way, when it fails too
+            return None
+        start, rest = header
+        if not size:
+            return b"".join((method_frame, start, BODY_SIZE.pack(0), rest))
+        return b"".join((method_frame, start, BODY_SIZE.pack(size), rest,
+                         FRAME_HEADER.pack(3, channel, size), body, b"\xce"))
+
+    def remember(self, cache: dict[Any, _T], key: object, value: _T) -> _T:
+        if len(cache) >= self.LIMIT:
+            cache.clear()
+        cache[key] = value
+        return value
 
 
 # Field tables: a type letter, then the value's bytes. Every letter of AMQP
@@ -217,110 +465,3 @@ def encode_scalar(value: object, out: bytearray) -> None:
         out += b"V"
     else:
         raise TypeError("cannot put %r in an AMQP field table" % (value,))
-
-
-def pack_frame(channel: int, payload: Payload) -> bytes:
-    """The bytes of one frame carrying a txamqp payload object."""
-    if isinstance(payload, Body):
-        data = payload.content
-    else:
-        buf = BytesIO()
-        c = Codec(buf)
-        if isinstance(payload, Method):
-            encode_method(c, payload)
-        elif isinstance(payload, Header):
-            encode_header(c, payload)
-        c.flush()
-        data = buf.getvalue()
-    kind = PAYLOAD_TYPES[type(payload)]
-    return b"".join((FRAME_HEADER.pack(kind, channel, len(data)), data, b"\xce"))
-
-
-def encode_method(c: Codec, payload: Payload) -> None:
-    c.encode_short(payload.method.klass.id)
-    c.encode_short(payload.method.id)
-    for field, arg in zip(payload.method.fields, payload.args, strict=False):
-        c.encode(field.type, arg)
-
-
-def encode_header(c: Codec, payload: Payload) -> None:
-    c.encode_short(payload.klass.id)
-    c.encode_short(payload.weight)
-    c.encode_longlong(payload.size)
-    # One bit per property, 15 to a 16-bit word; its lowest bit: another word follows.
-    present = [payload.properties.get(f.name) is not None for f in payload.klass.fields]
-    words = [present[i:i + 15] for i in range(0, max(len(present), 1), 15)]
-    for n, bits in enumerate(words):
-        word = sum(1 << (15 - i) for i, bit in enumerate(bits) if bit)
-        c.encode_short(word | (n < len(words) - 1))
-    for field, is_present in zip(payload.klass.fields, present, strict=False):  # present: 15 a word
-        if is_present:
-            c.encode(field.type, payload.properties[field.name])
-    unknown = set(payload.properties) - {f.name for f in payload.klass.fields}
-    if unknown:
-        raise ValueError("the spec file has no message property named %s" % ", ".join(sorted(unknown)))
-
-
-def unpack_payload(spec: Spec, kind: int, data: bytes) -> Payload:
-    """A txamqp payload object from the bytes of one frame's payload."""
-    if kind == 3:
-        return Body(data)  # bytes, always
-    if kind == 8:
-        return Heartbeat()
-    c = Codec(BytesIO(data))
-    what = "method frame" if kind == 1 else "content header"
-    try:
-        klass = known(spec.classes.byid, c.decode_short(), "%s for an unknown class" % what)
-        if kind == 1:
-            method = known(klass.methods.byid, c.decode_short(),
-                           "method frame for an unknown method of class %s" % klass.name)
-            what = "%s.%s method frame" % (klass.name, method.name)
-            return Method(method, *[c.decode(f.type) for f in method.fields])
-        header = ContentHeader(klass, c.decode_short(), c.decode_longlong(), {})
-    except (codec.EOF, struct.error):
-        raise FrameError("%s shorter than its fields" % what) from None
-    # The body size is known: the message is delivered whatever its properties
-    # hold; what cannot be decoded is left out and said in property_error.
-    header.property_error = decode_properties(c, klass, header.properties)
-    return header
-
-
-def decode_properties(c: Codec, klass: SpecClass, properties: dict[str, Any]) -> str | None:
-    """Read the property flags and the properties they announce into
-    properties; return what could not be decoded, if anything."""
-    problems = []
-    name = "flags"
-    try:
-        present = []
-        while True:
-            # One bit per property, 15 to a 16-bit word; its lowest bit: another word follows.
-            word = c.decode_short()
-            present += [bool(word >> (15 - i) & 1) for i in range(15)]
-            if not word & 1:
-                break
-        for field, is_present in zip(klass.fields, present, strict=False):  # present: 15 a word
-            if not is_present:
-                continue
-            name = field.name
-            if field.type == "table":
-                # Its size comes first: a table that cannot be decoded is
-                # skipped, and the properties after it are read.
-                data = c.dec_bytes("!L")
-                try:
-                    properties[name] = decode_fields(data, 0, len(data), {})
-                except FrameError as e:
-                    problems.append("%s: %s" % (name, e))
-            else:
-                properties[name] = c.decode(field.type)
-    except (codec.EOF, struct.error):
-        problems.append("the content header ends inside property %s" % name)
-    return "; ".join(problems) or None
-
-
-def known(table: Mapping[int, Any], key: int, what: str) -> Any:
-    try:
-        return table[key]
-    except KeyError:
-        raise FrameError("%s (id %d)" % (what, key)) from None
-
-
