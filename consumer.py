@@ -28,9 +28,9 @@ if TYPE_CHECKING:  # names only the annotations use: not imported when the scrip
     from collections.abc import Generator
 
     from twisted.internet.defer import Deferred
-    from twisted.internet.interfaces import IReactorCore
 
     from amqp_support import AMQChannel, AMQClient
+    from command_line.running import IScriptReactor
 
 parser = options.consumer_parser(__doc__)
 
@@ -47,7 +47,7 @@ def ack_printed(chan: AMQChannel, delivery_tag: int | None) -> None:
 
 @running.script(parser)
 @defer.inlineCallbacks
-def main(reactor: IReactorCore, args: argparse.Namespace) -> Generator[Deferred[Any], Any, None]:
+def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferred[Any], Any, None]:
     spec = common.load_spec(args.spec)
     printed = 0
 

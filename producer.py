@@ -29,9 +29,9 @@ if TYPE_CHECKING:  # names only the annotations use: not imported when the scrip
     from collections.abc import Generator
 
     from twisted.internet.defer import Deferred
-    from twisted.internet.interfaces import IReactorCore
 
     from amqp_support import AMQClient
+    from command_line.running import IScriptReactor
 
 WINDOW = 1000  # messages on their way at most: unconfirmed, or in one transaction
 WINDOW_BYTES = 4 << 20  # and at most 4 MiB of their bodies (but always one message)
@@ -84,7 +84,7 @@ def send(conn: AMQClient, args: argparse.Namespace, outbox: Outbox) -> Generator
 
 @running.script(parser)
 @defer.inlineCallbacks
-def main(reactor: IReactorCore, args: argparse.Namespace) -> Generator[Deferred[Any], Any, None]:
+def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferred[Any], Any, None]:
     spec = common.load_spec(args.spec)  # first: in "producer.py 'hello'", 'hello' is no spec file
     if not args.messages:
         parser.error('no message given: give a MESSAGE, or "-" to read stdin')

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from time import time
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 import txamqp
 from txamqp import client, message, protocol, queue
@@ -38,17 +38,6 @@ if TYPE_CHECKING:
 
 # Why a connection, channel or queue ended: a Failure, an exception, or the broker's close (a Message).
 Reason: TypeAlias = Failure | BaseException | message.Message
-
-
-# What a connection needs of IReactorTime (a reactor, task.Clock) and of the
-# IDelayedCall it returns: mypy reads zope interfaces only with mypy-zope.
-class ReactorTime(Protocol):
-    def callLater(self, delay: float, callable: Callable[..., object], *args: object, **kw: object) -> IDelayedCall: ...
-
-
-class Timer(Protocol):
-    def active(self) -> bool: ...
-    def cancel(self) -> None: ...
 
 
 TXAMQP_VERSION = "0.8.2"  # the release whose internals this module overrides
@@ -104,7 +93,7 @@ class ReasonQueue(queue.TimeoutDeferredQueue):
             return defer.succeed(self.pending.pop(0))
         return super().get(timeout)
 
-    def _raise_if_closed(self, result: object, call_id: Timer | None) -> Message:
+    def _raise_if_closed(self, result: object, call_id: IDelayedCall | None) -> Message:
         try:
             return super()._raise_if_closed(result, call_id)
         except queue.Closed:
@@ -353,7 +342,7 @@ class AMQClient(protocol.AMQClient):
     reason: Reason | None = None  # why the connection ended, once it has
     transport_lost = False
 
-    def __init__(self, spec: Spec, heartbeat: int = 0, clock: ReactorTime | None = None,
+    def __init__(self, spec: Spec, heartbeat: int = 0, clock: IReactorTime | None = None,
                  login_timeout: float | None = None) -> None:
         super().__init__(Delegate(), "/", spec, heartbeat=heartbeat, clock=clock)
         self.broker: BrokerURL | None = None  # once connected_to() says
@@ -361,7 +350,7 @@ class AMQClient(protocol.AMQClient):
         self.outgoing = self.work = None
         self._positions: dict[SpecMethod, dict[str, int]] = {}  # each method's, for Message
         self.login_timeout = login_timeout
-        self._login_timer: Timer | None = None
+        self._login_timer: IDelayedCall | None = None
         self.opened: Deferred[AMQClient] = defer.Deferred()
         self._buffer = bytearray()
         self._frames_seen = False

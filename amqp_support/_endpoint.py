@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (IOpenSSLClientConnectionCreator, IProtocol, IProtocolFactory,
                                          IReactorTime, IStreamClientEndpoint)
-from zope.interface import implementer  # type: ignore[import-untyped, unused-ignore]  # mypy-zope types it
+from zope.interface import implementer
 
 from amqp_support._errors import BadTLSFile
 from amqp_support._url import BrokerURL
@@ -51,8 +51,7 @@ class FailoverEndpoint:
         def connected(conn: IProtocol) -> IProtocol:
             cast("AMQClient", conn).connected_to(broker)  # AMQPFactory built it
             return conn
-        # ignore: without the mypy-zope plugin, mypy misreads zope interfaces' methods.
-        return endpoint.connect(factory).addCallback(connected)  # type: ignore[call-arg, misc, unused-ignore]
+        return endpoint.connect(factory).addCallback(connected)
 
 
     def move_on(self) -> None:
@@ -64,8 +63,7 @@ def client_endpoint(reactor: IReactorTime, broker: BrokerURL, timeout: float,
                     tls: "ClientTLS | None" = None) -> IStreamClientEndpoint:
     """TCP to the broker, wrapped in TLS for amqps:// (tls: a ClientTLS; by
     default the system's trust store and no client certificate)."""
-    # cast: mypy reads zope's @implementer only with the mypy-zope plugin.
-    endpoint = cast(IStreamClientEndpoint, HostnameEndpoint(reactor, broker.host, broker.port, timeout=timeout))
+    endpoint = HostnameEndpoint(reactor, broker.host, broker.port, timeout=timeout)
     if not broker.tls:
         return endpoint
     return wrapClientTLS((tls or ClientTLS()).options(broker.host), endpoint)

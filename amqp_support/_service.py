@@ -14,12 +14,12 @@ ConnectionFailed for the one it does not, and the fallback spec.
 
 import os
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, error, task
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IProtocolFactory, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory
 from txamqp.message import Message
 
@@ -92,9 +92,7 @@ class AMQPService(ClientService):
         self._backoff = backoffPolicy(initialDelay=0.5, maxDelay=30.0)
         self.endpoint = FailoverEndpoint(reactor, brokers, timeout, tls)
         self.factory = AMQPFactory(spec, heartbeat, timeout, reactor, self._lost)
-        # cast: mypy reads zope's @implementer only with the mypy-zope plugin.
-        super().__init__(cast(IStreamClientEndpoint, self.endpoint), cast(IProtocolFactory, self.factory),
-                         clock=reactor, retryPolicy=self._delay)
+        super().__init__(self.endpoint, self.factory, clock=reactor, retryPolicy=self._delay)
 
     @defer.inlineCallbacks
     def run(self, conversation: Callable[[AMQClient], Deferred[T]],

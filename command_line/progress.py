@@ -33,8 +33,7 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.stderr.live:
-            # ignore[misc]: mypy without the mypy-zope plugin reads IReactorTime.seconds() as taking no self.
-            self.started = self.clock.seconds()  # type: ignore[misc]
+            self.started = self.clock.seconds()
             self.samples.append((self.started, self.outbox.counts()[1]))
             self.loop.start(self.INTERVAL, now=False)
         return self
@@ -45,7 +44,7 @@ class Progress:
         self.stderr.erase()
 
     def draw(self) -> None:
-        now = self.clock.seconds()  # type: ignore[misc]
+        now = self.clock.seconds()
         elapsed = now - self.started
         if elapsed < self.DELAY:
             return

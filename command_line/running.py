@@ -31,14 +31,17 @@ if TYPE_CHECKING:
     from typing import TextIO
 
     from twisted.internet.defer import Deferred
-    from twisted.internet.interfaces import IReactorCore
+    from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
     from twisted.logger import LogEvent
     from twisted.python.failure import Failure
 
     from command_line.options import ArgumentParser
 
+    class IScriptReactor(IReactorCore, IReactorTime, IReactorFromThreads):
+        """What a script's main(reactor, args) uses of the reactor task.react gives it."""
+
     # A script's main(reactor, args), and what script() makes of it for task.react.
-    Main = Callable[[IReactorCore, argparse.Namespace], Deferred[None]]
+    Main = Callable[[IScriptReactor, argparse.Namespace], Deferred[None]]
     Run = Callable[..., Deferred[None]]
 
 # What to do about the failures whose remedy is on the command line
@@ -114,7 +117,7 @@ def script(parser: ArgumentParser) -> Callable[[Main], Run]:
     what its cancelled step means (the consumer stops consuming and closes)."""
     def decorate(main: Main) -> Run:
         @functools.wraps(main)
-        def run(reactor: IReactorCore, *argv: str) -> Deferred[None]:
+        def run(reactor: IScriptReactor, *argv: str) -> Deferred[None]:
             # What the imports made (some 40,000 objects) lives as long as the
             # process: frozen, the garbage collector no longer walks it
             # (bench/README.md, "One message").
@@ -136,7 +139,7 @@ def script(parser: ArgumentParser) -> Callable[[Main], Run]:
 class Interruption:
     """Ctrl-C or SIGTERM cancels main's Deferred; a second one ends the process."""
 
-    def __init__(self, reactor: IReactorCore, d: Deferred[None]) -> None:
+    def __init__(self, reactor: IScriptReactor, d: Deferred[None]) -> None:
         self.reactor = reactor
         self.d = d
         self.signal: str | None = None
