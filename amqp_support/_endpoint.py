@@ -93,10 +93,14 @@ class ClientTLS:
             if public_bytes(certs[0].public_key()) != public_bytes(key.public_key()):
                 raise BadTLSFile("keyfile" if keyfile else "certfile", keyfile or certfile,
                                  "the key in {file} does not belong to the certificate in %r" % str(certfile))
-            # pyOpenSSL takes RSA, DSA, EC and EdDSA keys; any other raises TypeError.
+            try:  # pyOpenSSL takes the keys TLS signs with: RSA, DSA, EC, EdDSA
+                pkey = crypto.PKey.from_cryptography_key(key)  # type: ignore[arg-type]
+            except TypeError:
+                raise BadTLSFile("keyfile" if keyfile else "certfile", keyfile or certfile,
+                                 "the key in {file} is an %s key, which cannot sign in TLS: use an RSA, EC or"
+                                 " Ed25519 key" % type(key).__name__.removesuffix("PrivateKey")) from None
             self.client = ssl.PrivateCertificate.fromCertificateAndKeyPair(
-                ssl.Certificate(crypto.X509.from_cryptography(certs[0])),
-                ssl.KeyPair(crypto.PKey.from_cryptography_key(key)))  # type: ignore[arg-type]
+                ssl.Certificate(crypto.X509.from_cryptography(certs[0])), ssl.KeyPair(pkey))
             self.chain = [crypto.X509.from_cryptography(c) for c in certs[1:]]
         elif keyfile:
             raise BadTLSFile("keyfile", keyfile, "{file} is a key without a certificate")

@@ -204,6 +204,27 @@ def test_accepted_connection_does_send(tls_stand_in, tmp_path):
 NOWHERE = "amqps://guest:%s@localhost:1/%%2F" % quote(PASSWORD, safe="")
 
 
+def certificate_for_an_x25519_key(folder):
+    """A certificate and its key, an X25519 key (for key agreement only: TLS cannot sign with it)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, x25519
+    from cryptography.x509.oid import NameOID
+    key = x25519.X25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x25519")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()))
+    cert_path, key_path = folder / "x25519-cert.pem", folder / "x25519-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 def test_tls_option_errors(tls_broker, tmp_path):
     cafile, cert, key = tls_broker.cafile, tls_broker.client_cert, tls_broker.client_key
     encrypted = tmp_path / "encrypted-key.pem"
@@ -215,6 +236,7 @@ def test_tls_option_errors(tls_broker, tmp_path):
         serialization.BestAvailableEncryption(b"passphrase")))
     other_key = tmp_path / "other-key.pem"
     other_key.write_bytes(tls_broker.ca.issue_cert("y").private_key_pem.bytes())
+    x25519_cert, x25519_key = certificate_for_an_x25519_key(tmp_path)
     cases = [
         (["--cafile", tmp_path / "missing.pem"], ["cannot read --cafile", "No such file"]),
         (["--cafile", "README.md"], ["--cafile 'README.md' holds no certificates"]),
@@ -223,6 +245,8 @@ def test_tls_option_errors(tls_broker, tmp_path):
          ["does not belong to the certificate"]),
         (["--cafile", cafile, "--certfile", cert, "--keyfile", encrypted], ["is encrypted"]),
         (["--cafile", cafile, "--keyfile", key], ["--keyfile needs --certfile"]),
+        (["--cafile", cafile, "--certfile", x25519_cert, "--keyfile", x25519_key],
+         ["the key in --keyfile", "X25519", "cannot sign"]),
     ]
     for options, words in cases:
         usage_error("consumer.py", "amqp0-8.xml", *options, url=NOWHERE, words=words)
