@@ -168,11 +168,12 @@ class AMQPService(ClientService):
             return 0
         return self._backoff(attempt)
 
-    def _logged_in(self, conn: AMQClient) -> None:
+    def _logged_in(self, conn: AMQClient) -> AMQClient:
         self._ever_logged_in = True
         if self._reconnecting:
             status_log.info("connected to {broker}", broker=conn.broker)
             self._reconnecting = False
+        return conn  # for whatever else waits on conn.opened
 
     @defer.inlineCallbacks
     def _failed(self, e: Exception, conn: AMQClient | None = None,
