@@ -276,7 +276,13 @@ class QueueProbe:
         if self.beam is None:
             return
         started = since = time.monotonic()
-        base = beam_usage(self.beam)
+        try:
+            base = beam_usage(self.beam)
+        except OSError as e:  # /proc/PID/io may be closed to us: then no wait, and the report says so
+            print(f"bench: cannot read the node's process ({e}); not waiting for it to be idle",
+                  file=sys.stderr, flush=True)
+            self.beam = None
+            return
         while (now := time.monotonic()) - since < quiet:
             if now - started > wait:
                 print(f"bench: the node was not idle after {wait} s; going on", file=sys.stderr, flush=True)

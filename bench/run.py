@@ -477,8 +477,10 @@ def against_baseline(args, clients, single):
 def report(args, clients, single, big, large, header, profile, idle_waits):
     goals = Goals()
     n = args.messages
-    idle = (f"{min(idle_waits):.1f} s at least, {statistics.median(idle_waits):.1f} s median, "
-            f"{max(idle_waits):.1f} s at most" if idle_waits else "nothing (the node's process was not found)")
+    idle = "nothing (the node's process could not be read: no wait)"
+    if idle_waits:
+        idle = (f"{min(idle_waits):.1f} s at least, {statistics.median(idle_waits):.1f} s median, "
+                f"{max(idle_waits):.1f} s at most")
     out = [
         "# Benchmark: producer.py and consumer.py against the clients a user would pick",
         "",
