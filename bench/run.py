@@ -416,8 +416,8 @@ def limit_note(args, clients):
                    + (f"; {pika_goal}x pika asks more of producer.py than the broker gave that raw client, which "
                       "costs almost no CPU, in the same form. " if same < pika_goal else ". ")
                    + f"The fastest raw form tried, {dict(producer_anchors(args))[fastest]}, reached "
-                   f"{median_ratio(clients, fastest, 'p pika'):.2f}x pika: no client with the guarantee was "
-                   "measured faster on this node (forms tried: the rows above, one channel per connection).")
+                   f"{median_ratio(clients, fastest, 'p pika'):.2f}x pika: no client with the guarantee went faster "
+                   "in this run (forms tried: the rows above, one channel per connection).")
     # The consumer goals: against pika acking in batches, and against the raw consumer.
     pika_goal, raw_goal = CONSUMER_GOALS["c pika multiple"], CONSUMER_GOALS["c limit"]
     raw_over_pika = median_ratio(clients, "c limit", "c pika multiple")
