@@ -13,9 +13,10 @@ import argparse
 import sys
 
 
-def parser(doc, producer=False, consumer=False):
+def parser(doc, producer=False, consumer=False, ack=None):
     """URL, then MESSAGE|- for a producer, --count and --prefetch for a
-    consumer, and the names (producer.py's and consumer.py's defaults)."""
+    consumer, --ack multiple|each if ack names its default, and the names
+    (producer.py's and consumer.py's defaults)."""
     out = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     out.add_argument("url")
     if producer:
@@ -24,6 +25,9 @@ def parser(doc, producer=False, consumer=False):
         out.add_argument("--count", type=int, required=True, help="stop after this many messages")
         out.add_argument("--prefetch", type=int, default=100)
         out.add_argument("--consumer-tag", default="test_consumer_tag")
+    if ack:
+        out.add_argument("--ack", choices=["multiple", "each"], default=ack,
+                         help="one basic.ack (multiple) for the messages that came together, or one per message")
     out.add_argument("--exchange", default="test_message_exchange")
     out.add_argument("--queue", default="test_message_queue")
     out.add_argument("--routing-key", default="test_routing_key")

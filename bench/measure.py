@@ -201,18 +201,22 @@ def pika_producer(url, confirm, message="-", queue=QUEUE, key=KEY):
             *names(queue, key)]
 
 
-def pika_consumer(url, n, prefetch):
-    return [PY, str(HERE / "pika_consumer.py"), url, "--count", str(n), "--prefetch", str(prefetch), *names()]
+def pika_consumer(url, n, prefetch, ack="each"):
+    """pika's consumer acking each message (ack="each"), or in batches with multiple (ack="multiple")."""
+    return [PY, str(HERE / "pika_consumer.py"), url, "--count", str(n), "--prefetch", str(prefetch),
+            "--ack", ack, *names()]
 
 
 def aio_pika_producer(url, message="-", in_flight=1000, queue=QUEUE, key=KEY):
     return [PY, str(HERE / "aio_pika_producer.py"), url, message, "--in-flight", str(in_flight), *names(queue, key)]
 
 
-def broker_limit(url, queue=QUEUE, key=KEY):
+def broker_limit(url, window=0, connections=1, queue=QUEUE, key=KEY):
     """A raw AMQP client that costs almost no CPU, with producer.py's guarantee
-    (confirms, persistent, mandatory): what the broker itself can take."""
-    return [PY, str(HERE / "broker_limit.py"), url, *names(queue, key)]
+    (confirms, persistent, mandatory): what the broker takes from it, with at
+    most window messages unconfirmed (0: no window) on each of connections."""
+    return [PY, str(HERE / "broker_limit.py"), url, "--window", str(window), "--connections", str(connections),
+            *names(queue, key)]
 
 
 def raw_consumer(url, n, prefetch):
@@ -238,12 +242,56 @@ def amqp_publish(url, message=None, key=KEY):
     return [AMQP_PUBLISH, "-u", url, "-e", EXCHANGE, "-r", key, "-p", *body]
 
 
-class QueueProbe:
-    """A pika connection to the node, to check and empty the queues between runs."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+IDLE_QUIET, IDLE_CPU = 1.5, 0.1  # idle: this many seconds without a disk write, under this share of a core
 
-    def __init__(self, url):
+
+def beam_usage(pid):
+    """(bytes written to disk, CPU seconds) of the process pid so far, from /proc."""
+    with open(f"/proc/{pid}/io", "rb") as f:
+        written = next(int(line.split()[1]) for line in f if line.startswith(b"write_bytes:"))
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return written, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+class QueueProbe:
+    """A pika connection to the node, to check and empty the queues between
+    runs, and the node's Erlang VM (beam, its pid) to wait for it to be idle."""
+
+    def __init__(self, url, beam=None):
         self.conn = pika.BlockingConnection(pika.URLParameters(url))
         self.chan = self.conn.channel()
+        self.beam = beam
+        self.idle_waits = []  # seconds each wait_idle() took
+
+    def wait_idle(self, quiet=IDLE_QUIET, cpu_share=IDLE_CPU, wait=60, poll=0.05):
+        """Wait until the node has been idle for quiet seconds: its Erlang VM
+        wrote nothing to disk (write_bytes in /proc/PID/io: a backlog the
+        broker is still writing, such as the queue index of messages a producer
+        without confirms left, shows there) and used at most cpu_share of a
+        core (plus one clock tick) meanwhile. After a producer without confirms
+        the node goes on writing for about a second after the queue holds every
+        message. Gives up after wait seconds (stderr says so)."""
+        if self.beam is None:
+            return
+        started = since = time.monotonic()
+        try:
+            base = beam_usage(self.beam)
+        except OSError as e:  # /proc/PID/io may be closed to us: then no wait, and the report says so
+            print(f"bench: cannot read the node's process ({e}); not waiting for it to be idle",
+                  file=sys.stderr, flush=True)
+            self.beam = None
+            return
+        while (now := time.monotonic()) - since < quiet:
+            if now - started > wait:
+                print(f"bench: the node was not idle after {wait} s; going on", file=sys.stderr, flush=True)
+                break
+            time.sleep(poll)
+            written, cpu = beam_usage(self.beam)
+            if written != base[0] or cpu - base[1] > cpu_share * (time.monotonic() - since) + 1 / CLOCK_TICKS:
+                since, base = time.monotonic(), (written, cpu)
+        self.idle_waits.append(time.monotonic() - started)
 
     def depth(self, queue=QUEUE):
         return self.chan.queue_declare(queue, durable=True, passive=True).method.message_count

@@ -21,8 +21,7 @@ import sys
 from client_cli import parser, say
 from raw_amqp import TAG, Connection, method, shortstr
 
-cli = parser(__doc__, consumer=True)
-cli.add_argument("--ack", choices=["multiple", "each"], default="multiple")
+cli = parser(__doc__, consumer=True, ack="multiple")
 
 
 def main():
