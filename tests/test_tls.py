@@ -214,7 +214,7 @@ def certificate_for_an_x25519_key(folder):
     from cryptography.x509.oid import NameOID
     key = x25519.X25519PrivateKey.generate()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x25519")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
             .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()))
