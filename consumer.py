@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer, task
 
 from command_line import options, running  # first: it checks the txamqp release
+from command_line.output import Lines
 from command_line.text import printable
 
 import common
@@ -35,10 +36,10 @@ if TYPE_CHECKING:  # names only the annotations use: not imported when the scrip
 parser = options.consumer_parser(__doc__)
 
 
-def ack_printed(chan: AMQChannel, delivery_tag: int | None) -> None:
+def ack_printed(chan: AMQChannel, stdout: Lines, delivery_tag: int | None) -> None:
     """Acknowledge every message up to delivery_tag, once their lines are out."""
     if delivery_tag is not None:
-        sys.stdout.flush()
+        stdout.flush()
         # Acknowledge once printed: a message that was not printed stays in the
         # queue, and the broker delivers it again. multiple=True acknowledges
         # every message on the channel up to this delivery tag.
@@ -49,6 +50,7 @@ def ack_printed(chan: AMQChannel, delivery_tag: int | None) -> None:
 @defer.inlineCallbacks
 def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferred[Any], Any, None]:
     spec = common.load_spec(args.spec)
+    stdout = Lines(sys.stdout)  # a closed or full stdout ends the run, saying so
     printed = 0
 
     @defer.inlineCallbacks
@@ -71,18 +73,18 @@ def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferre
         while args.count is None or printed < args.count:
             try:
                 msg = yield queue.get()
-            except defer.CancelledError:  # Ctrl-C or SIGTERM: stop here, cleanly
+            except defer.CancelledError:  # Ctrl-C, SIGTERM or SIGHUP: stop here, cleanly
                 break
-            print("Received: %s from channel #%d" % (printable(msg.content.body), chan.id))
+            stdout.write("Received: %s from channel #%d" % (printable(msg.content.body), chan.id))
             if msg.content.property_error:  # a headers table that cannot be decoded, say
                 running.warn("message with delivery tag %d: cannot decode its properties (%s);"
                              " printed and acked anyway" % (msg.delivery_tag, msg.content.property_error))
             last = msg.delivery_tag
             printed += 1
             if not queue.pending:  # the last of the messages that arrived together
-                ack_printed(chan, last)
+                ack_printed(chan, stdout, last)
                 last = None
-        ack_printed(chan, last)
+        ack_printed(chan, stdout, last)
 
         # Messages the broker sent ahead that we did not print go back to the queue.
         yield chan.basic_cancel(consumer_tag=common.CONSUMER_TAG)
@@ -92,7 +94,7 @@ def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferre
                                 tls=options.tls(args), reconnect=args.reconnect)
     try:
         yield service.run(consume)  # consume() on a connection, again on the next when it fails
-    except defer.CancelledError:  # Ctrl-C or SIGTERM while (re)connecting: nothing to close
+    except defer.CancelledError:  # a signal while (re)connecting: nothing to close
         pass
     if args.count is None or printed < args.count:
         running.say("Stopping after %d message(s)." % printed)

@@ -1,5 +1,5 @@
 """How a script runs: every line for a person on stderr through one path
-(say, warn), every failure one line and an exit status, Ctrl-C and SIGTERM
+(say, warn), every failure one line and an exit status, Ctrl-C, SIGTERM and SIGHUP
 a cancellation of main's Deferred.
 
     @running.script(parser)
@@ -113,7 +113,7 @@ def fail(text: str) -> None:
 
 def script(parser: ArgumentParser) -> Callable[[Main], Run]:
     """Run main(reactor, args); every failure ends in one line on stderr and
-    exit status 2 (usage or spec) or 1. On Ctrl-C or SIGTERM, main decides
+    exit status 2 (usage or spec) or 1. On Ctrl-C, SIGTERM or SIGHUP, main decides
     what its cancelled step means (the consumer stops consuming and closes)."""
     def decorate(main: Main) -> Run:
         @functools.wraps(main)
@@ -137,7 +137,7 @@ def script(parser: ArgumentParser) -> Callable[[Main], Run]:
 
 
 class Interruption:
-    """Ctrl-C or SIGTERM cancels main's Deferred; a second one ends the process."""
+    """Ctrl-C, SIGTERM or SIGHUP cancels main's Deferred; a second one ends the process."""
 
     def __init__(self, reactor: IScriptReactor, d: Deferred[None]) -> None:
         self.reactor = reactor
@@ -145,8 +145,8 @@ class Interruption:
         self.signal: str | None = None
 
     def install(self) -> None:
-        signal.signal(signal.SIGINT, self.handler)
-        signal.signal(signal.SIGTERM, self.handler)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
+            signal.signal(signum, self.handler)
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
         if self.d.called:

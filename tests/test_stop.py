@@ -1,4 +1,4 @@
-"""Ctrl-C and SIGTERM stop the consumer cleanly: it cancels its consumer,
+"""Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop the consumer cleanly: it cancels its consumer,
 closes channel and connection, exits 0, and the stop loses and duplicates
 nothing: every message is either printed once or still in the queue."""
 
@@ -14,7 +14,7 @@ STREAM = 3000
 
 
 @pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_signal_while_consuming_a_stream(sig, spec, broker, names, spawn, python):
     bodies = [b"message %d" % i for i in range(STREAM)]
     sent = run_script("producer.py", spec, "-", *names.args, url=broker.url,
