@@ -13,18 +13,16 @@ class BrokerURL:
     A URL that names no broker raises BadURL."""
 
     def __init__(self, url: str) -> None:
+        # The user info ends at the last "@"; RFC 3986 allows none of these in it.
+        if re.search(r"[@/?#\[\]]|:.*:|%(?![0-9A-Fa-f]{2})", url.partition("//")[2].rpartition("@")[0]):
+            raise BadURL("%r: percent-encode @ : / ? # %% in the user name and password"
+                         " as %%40 %%3A %%2F %%3F %%23 %%25" % self.mask(url))
         try:
             parts = urlsplit(url)
         except ValueError:  # a bad [IPv6] address, say
             raise BadURL("%r is not a valid URL" % self.mask(url)) from None
         if parts.scheme not in ("amqp", "amqps") or not url.partition(":")[2].startswith("//"):
             raise BadURL("%r is not an amqp:// or amqps:// URL" % self.mask(url))
-        if "@" not in parts.netloc and "@" in url.partition("//")[2]:
-            # "amqp://user:pa/ss@host" ends its host at the "/": the password
-            # would become the port and the vhost.
-            raise BadURL(
-                "%r: percent-encode any \"/\", \"?\" or \"#\" in the user name or password"
-                " (%%2F, %%3F, %%23)" % self.mask(url))
         try:
             self.port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
         except ValueError:
