@@ -222,9 +222,11 @@ def parse_args(parser: ArgumentParser, argv: Sequence[str]) -> argparse.Namespac
 
 
 def brokers_from_environment(parser: ArgumentParser) -> list[BrokerURL]:
+    urls = os.environ.get("AMQP_URL", common.DEFAULT_URL).split()
+    if not urls:  # not localhost: whoever set it meant a broker
+        parser.error("AMQP_URL is set but empty: give a URL, or unset it for %s" % common.DEFAULT_URL)
     try:
-        return [BrokerURL(url) for url in os.environ.get("AMQP_URL", common.DEFAULT_URL).split()
-                ] or [BrokerURL(common.DEFAULT_URL)]
+        return [BrokerURL(url) for url in urls]
     except BadURL as e:
         parser.error("AMQP_URL: %s" % e)
 
