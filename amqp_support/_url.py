@@ -2,14 +2,14 @@
 show it without its password."""
 
 import re
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from amqp_support._errors import BadURL
 
 
 class BrokerURL:
     """Where to connect, from an amqp:// or amqps:// URL: host, port, tls,
-    username, password, vhost. str() shows it without the password.
+    username, password, vhost, and query (its parameters, by name). str() shows it without the password.
     A URL that names no broker raises BadURL."""
 
     def __init__(self, url: str) -> None:
@@ -33,6 +33,12 @@ class BrokerURL:
         self.password = unquote(parts.password or "guest")
         # The path is the virtual host, percent-encoded: %2F is "/".
         self.vhost = unquote(parts.path[1:]) or "/"
+        # RabbitMQ's query parameters (heartbeat=5): what to do with them is the caller's.
+        self.query: dict[str, str] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name in self.query:
+                raise BadURL("%r: the query parameter %r is given twice" % (self.mask(url), name))
+            self.query[name] = value
 
     @staticmethod
     def mask(url: str) -> str:

@@ -66,6 +66,7 @@ short = whole_number(0, 65535)
 count = whole_number(1)
 
 MAX_TIMEOUT = 86400  # a day; far beyond it, the reactor's poll() overflows
+DEFAULT_TIMEOUT, DEFAULT_HEARTBEAT = 10.0, 60
 
 
 def seconds(text: str) -> float:
@@ -78,6 +79,20 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError("must be a number of seconds above 0 and at most %d, not %s"
                                          % (MAX_TIMEOUT, shorten(repr(text))))
     return value
+
+
+def milliseconds(text: str) -> float:
+    return whole_number(1, MAX_TIMEOUT * 1000)(text) / 1000
+
+
+# RabbitMQ's URI query parameters: those honoured (option, unit, parse), and the others' why not.
+URL_PARAMETERS = {"heartbeat": ("heartbeat", "seconds", short),
+                  "connection_timeout": ("timeout", "milliseconds", milliseconds)}
+URL_REFUSED = {"cacertfile": "use --cafile", "certfile": "use --certfile", "keyfile": "use --keyfile",
+               "verify": "amqps:// always verifies the broker's certificate and host name",
+               "server_name_indication": "the URL's host name is sent and verified",
+               "fail_if_no_peer_cert": "it is a broker's setting", "channel_max": "the scripts use one channel",
+               "frame_max": "the broker's frame_max is used", "auth_mechanism": "the scripts log in with PLAIN"}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -135,13 +150,14 @@ def make_parser(doc: str) -> ArgumentParser:
                              % common.ROUTING_KEY)
     parser.add_argument("--queue-type", default="classic", choices=["classic", "quorum"],
                         help="quorum: replicated, for clusters (RabbitMQ 3.8 and later)")
-    parser.add_argument("--timeout", type=seconds, default=10.0,
-                        help="seconds to wait for the broker to answer when connecting"
-                             " (above 0, at most %d)" % MAX_TIMEOUT)
+    parser.add_argument("--timeout", type=seconds,
+                        help="seconds to wait for the broker to answer when connecting, above 0, at most"
+                             " %d (default: %s, or the URL's ?connection_timeout= in milliseconds)"
+                             % (MAX_TIMEOUT, DEFAULT_TIMEOUT))
     # AMQP carries the heartbeat in a short (connection.tune-ok): 0 to 65535.
-    parser.add_argument("--heartbeat", type=short, default=60,
-                        help="seconds between heartbeats, 0 to 65535; a broker silent for three"
-                             " is taken as gone (0: off)")
+    parser.add_argument("--heartbeat", type=short,
+                        help="seconds between heartbeats, 0 to 65535; a broker silent for three is"
+                             " taken as gone; 0: off (default: %d, or the URL's ?heartbeat=)" % DEFAULT_HEARTBEAT)
     parser.add_argument("--password-file", metavar="PATH",
                         help="read the password from the first line of this file instead of the URL"
                              " (a password on the command line shows in ps)")
@@ -205,6 +221,7 @@ def parse_args(parser: ArgumentParser, argv: Sequence[str]) -> argparse.Namespac
         password = read_password(parser, args.password_file)
         for broker in args.url:  # one user for the whole cluster
             broker.password = password
+    from_url_query(parser, args)
     if not args.queue:
         parser.error("--queue must not be empty")
     if args.routing_key is None:
@@ -219,6 +236,26 @@ def parse_args(parser: ArgumentParser, argv: Sequence[str]) -> argparse.Namespac
         if (problem := check(args)) is not None:
             parser.error(problem)
     return args
+
+
+def from_url_query(parser: ArgumentParser, args: argparse.Namespace) -> None:
+    """--heartbeat and --timeout, where not given, from the URLs' query; any other parameter is refused."""
+    found: dict[str, set[float]] = {name: set() for name in URL_PARAMETERS}
+    for name, value in ((n, v) for broker in args.url for n, v in broker.query.items()):
+        if name not in URL_PARAMETERS:
+            parser.error("the URL's query parameter %r is not supported: %s" % (shorten(name), URL_REFUSED[name])
+                         if name in URL_REFUSED else "%r is not a query parameter of amqp:// URLs"
+                         " (heartbeat and connection_timeout are)" % shorten(name))
+        try:
+            found[name].add(URL_PARAMETERS[name][2](value))
+        except argparse.ArgumentTypeError as e:
+            parser.error("the URL's %s (%s) %s" % (name, URL_PARAMETERS[name][1], e))
+    for name, (dest, _, _) in URL_PARAMETERS.items():
+        if len(found[name]) > 1:
+            parser.error("the URLs give different %s values" % name)
+        if getattr(args, dest) is None:
+            default = DEFAULT_HEARTBEAT if dest == "heartbeat" else DEFAULT_TIMEOUT
+            setattr(args, dest, found[name].pop() if found[name] else default)
 
 
 def brokers_from_environment(parser: ArgumentParser) -> list[BrokerURL]:

@@ -124,6 +124,35 @@ def test_values_amqp_cannot_carry_are_usage_errors(argv, words, nobody_url):
     assert not connected()
 
 
+# RabbitMQ's URI query parameters (https://www.rabbitmq.com/docs/uri-query-parameters):
+# heartbeat and connection_timeout are honoured (test_urls.py); any other is
+# refused, naming it and what to do instead, before connecting.
+@pytest.mark.parametrize("query, words", [
+    ("cacertfile=/ca.pem", ["'cacertfile'", "use --cafile"]),
+    ("certfile=/c.pem", ["'certfile'", "use --certfile"]),
+    ("keyfile=/k.pem", ["'keyfile'", "use --keyfile"]),
+    ("verify=verify_none", ["'verify'", "always verifies"]),
+    ("server_name_indication=other", ["'server_name_indication'"]),
+    ("fail_if_no_peer_cert=true", ["'fail_if_no_peer_cert'"]),
+    ("channel_max=5", ["'channel_max'"]),
+    ("frame_max=4096", ["'frame_max'"]),
+    ("auth_mechanism=external", ["'auth_mechanism'", "PLAIN"]),
+    ("colour=red", ["'colour'", "not a query parameter"]),
+    ("heartbeat=often", ["the URL's heartbeat (seconds)", "from 0 to 65535, not 'often'"]),
+    ("heartbeat=70000", ["the URL's heartbeat", "from 0 to 65535"]),
+    ("connection_timeout=0", ["the URL's connection_timeout (milliseconds)"]),
+    ("connection_timeout=1.5", ["the URL's connection_timeout (milliseconds)"]),
+    ("heartbeat=5&heartbeat=6", ["'heartbeat' is given twice"]),
+])
+@pytest.mark.parametrize("given", ["--url", "AMQP_URL"])
+def test_url_query_parameters_not_honoured_are_refused(query, words, given, nobody_url):
+    url, connected = nobody_url
+    url += "?" + query
+    argv = ["--url", url] if given == "--url" else []
+    fails(run_script("consumer.py", "amqp0-9-1.xml", "--no-reconnect", "--timeout", "1", *argv, url=url), 2, *words)
+    assert not connected()
+
+
 def test_a_message_that_starts_with_a_dash_goes_after_double_dash(broker, names):
     sent = helpers.run_script("producer.py", "amqp0-9-1.xml", *names.args, "--", "-x", url=broker.url)
     assert sent.returncode == 0, sent.stderr
