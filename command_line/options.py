@@ -146,8 +146,8 @@ def make_parser(doc: str) -> ArgumentParser:
                         choices=["direct", "fanout", "topic", "headers"], help="exchange type")
     parser.add_argument("--queue", type=shortstr, default=common.QUEUE_NAME, help="queue name")
     parser.add_argument("--routing-key", type=shortstr,
-                        help="routing key (default: %s; the queue name with --exchange \"\")"
-                             % common.ROUTING_KEY)
+                        help="routing key (default: %s with the queue %s, else the queue name,"
+                             " which --exchange \"\" always uses)" % (common.ROUTING_KEY, common.QUEUE_NAME))
     parser.add_argument("--queue-type", default="classic", choices=["classic", "quorum"],
                         help="quorum: replicated, for clusters (RabbitMQ 3.8 and later)")
     parser.add_argument("--timeout", type=seconds,
@@ -225,8 +225,9 @@ def parse_args(parser: ArgumentParser, argv: Sequence[str]) -> argparse.Namespac
     if not args.queue:
         parser.error("--queue must not be empty")
     if args.routing_key is None:
-        # The default exchange routes by queue name.
-        args.routing_key = common.ROUTING_KEY if args.exchange else args.queue
+        # The default exchange routes by queue name; a queue of one's own gets its own key.
+        original = args.exchange and args.queue == common.QUEUE_NAME
+        args.routing_key = common.ROUTING_KEY if original else args.queue
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
     if (args.cafile or args.certfile or args.keyfile) and not all(b.tls for b in args.url):
