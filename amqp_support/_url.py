@@ -9,8 +9,8 @@ from amqp_support._errors import BadURL
 
 class BrokerURL:
     """Where to connect, from an amqp:// or amqps:// URL: host, port, tls,
-    username, password, vhost, and query (its parameters, by name). str() shows it without the password.
-    A URL that names no broker raises BadURL."""
+    username, password, vhost, and query (its parameters by name). str()
+    shows it without the password. A URL that names no broker raises BadURL."""
 
     def __init__(self, url: str) -> None:
         # The user info ends at the last "@"; RFC 3986 allows none of these in it.

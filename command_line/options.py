@@ -66,7 +66,6 @@ short = whole_number(0, 65535)
 count = whole_number(1)
 
 MAX_TIMEOUT = 86400  # a day; far beyond it, the reactor's poll() overflows
-DEFAULT_TIMEOUT, DEFAULT_HEARTBEAT = 10.0, 60
 
 
 def seconds(text: str) -> float:
@@ -85,9 +84,10 @@ def milliseconds(text: str) -> float:
     return whole_number(1, MAX_TIMEOUT * 1000)(text) / 1000
 
 
-# RabbitMQ's URI query parameters: those honoured (option, unit, parse), and the others' why not.
-URL_PARAMETERS = {"heartbeat": ("heartbeat", "seconds", short),
-                  "connection_timeout": ("timeout", "milliseconds", milliseconds)}
+# RabbitMQ's URI query parameters: those honoured (option, unit, parse, default), and the others' why not.
+URL_PARAMETERS: dict[str, tuple[str, str, Callable[[str], float], float]] = {
+    "heartbeat": ("heartbeat", "seconds", short, 60),
+    "connection_timeout": ("timeout", "milliseconds", milliseconds, 10.0)}
 URL_REFUSED = {"cacertfile": "use --cafile", "certfile": "use --certfile", "keyfile": "use --keyfile",
                "verify": "amqps:// always verifies the broker's certificate and host name",
                "server_name_indication": "the URL's host name is sent and verified",
@@ -152,12 +152,11 @@ def make_parser(doc: str) -> ArgumentParser:
                         help="quorum: replicated, for clusters (RabbitMQ 3.8 and later)")
     parser.add_argument("--timeout", type=seconds,
                         help="seconds to wait for the broker to answer when connecting, above 0, at most"
-                             " %d (default: %s, or the URL's ?connection_timeout= in milliseconds)"
-                             % (MAX_TIMEOUT, DEFAULT_TIMEOUT))
+                             " %d (default: 10.0, or the URL's ?connection_timeout= in milliseconds)" % MAX_TIMEOUT)
     # AMQP carries the heartbeat in a short (connection.tune-ok): 0 to 65535.
     parser.add_argument("--heartbeat", type=short,
                         help="seconds between heartbeats, 0 to 65535; a broker silent for three is"
-                             " taken as gone; 0: off (default: %d, or the URL's ?heartbeat=)" % DEFAULT_HEARTBEAT)
+                             " taken as gone; 0: off (default: 60, or the URL's ?heartbeat=)")
     parser.add_argument("--password-file", metavar="PATH",
                         help="read the password from the first line of this file instead of the URL"
                              " (a password on the command line shows in ps)")
@@ -251,11 +250,10 @@ def from_url_query(parser: ArgumentParser, args: argparse.Namespace) -> None:
             found[name].add(URL_PARAMETERS[name][2](value))
         except argparse.ArgumentTypeError as e:
             parser.error("the URL's %s (%s) %s" % (name, URL_PARAMETERS[name][1], e))
-    for name, (dest, _, _) in URL_PARAMETERS.items():
+    for name, (dest, _, _, default) in URL_PARAMETERS.items():
         if len(found[name]) > 1:
             parser.error("the URLs give different %s values" % name)
         if getattr(args, dest) is None:
-            default = DEFAULT_HEARTBEAT if dest == "heartbeat" else DEFAULT_TIMEOUT
             setattr(args, dest, found[name].pop() if found[name] else default)
 
 
