@@ -2,29 +2,27 @@
 show it without its password."""
 
 import re
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from amqp_support._errors import BadURL
 
 
 class BrokerURL:
     """Where to connect, from an amqp:// or amqps:// URL: host, port, tls,
-    username, password, vhost. str() shows it without the password.
-    A URL that names no broker raises BadURL."""
+    username, password, vhost, and query (its parameters by name). str()
+    shows it without the password. A URL that names no broker raises BadURL."""
 
     def __init__(self, url: str) -> None:
+        # The user info ends at the last "@"; RFC 3986 allows none of these in it.
+        if re.search(r"[@/?#\[\]]|:.*:|%(?![0-9A-Fa-f]{2})", url.partition("//")[2].rpartition("@")[0]):
+            raise BadURL("%r: percent-encode @ : / ? # %% in the user name and password"
+                         " as %%40 %%3A %%2F %%3F %%23 %%25" % self.mask(url))
         try:
             parts = urlsplit(url)
         except ValueError:  # a bad [IPv6] address, say
             raise BadURL("%r is not a valid URL" % self.mask(url)) from None
         if parts.scheme not in ("amqp", "amqps") or not url.partition(":")[2].startswith("//"):
             raise BadURL("%r is not an amqp:// or amqps:// URL" % self.mask(url))
-        if "@" not in parts.netloc and "@" in url.partition("//")[2]:
-            # "amqp://user:pa/ss@host" ends its host at the "/": the password
-            # would become the port and the vhost.
-            raise BadURL(
-                "%r: percent-encode any \"/\", \"?\" or \"#\" in the user name or password"
-                " (%%2F, %%3F, %%23)" % self.mask(url))
         try:
             self.port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
         except ValueError:
@@ -35,6 +33,12 @@ class BrokerURL:
         self.password = unquote(parts.password or "guest")
         # The path is the virtual host, percent-encoded: %2F is "/".
         self.vhost = unquote(parts.path[1:]) or "/"
+        # RabbitMQ's query parameters (heartbeat=5): what to do with them is the caller's.
+        self.query: dict[str, str] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name in self.query:
+                raise BadURL("%r: the query parameter %r is given twice" % (self.mask(url), name))
+            self.query[name] = value
 
     @staticmethod
     def mask(url: str) -> str:

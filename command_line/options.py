@@ -80,6 +80,21 @@ def seconds(text: str) -> float:
     return value
 
 
+def milliseconds(text: str) -> float:
+    return whole_number(1, MAX_TIMEOUT * 1000)(text) / 1000
+
+
+# RabbitMQ's URI query parameters: those honoured (option, unit, parse, default), and the others' why not.
+URL_PARAMETERS: dict[str, tuple[str, str, Callable[[str], float], float]] = {
+    "heartbeat": ("heartbeat", "seconds", short, 60),
+    "connection_timeout": ("timeout", "milliseconds", milliseconds, 10.0)}
+URL_REFUSED = {"cacertfile": "use --cafile", "certfile": "use --certfile", "keyfile": "use --keyfile",
+               "verify": "amqps:// always verifies the broker's certificate and host name",
+               "server_name_indication": "the URL's host name is sent and verified",
+               "fail_if_no_peer_cert": "it is a broker's setting", "channel_max": "the scripts use one channel",
+               "frame_max": "the broker's frame_max is used", "auth_mechanism": "the scripts log in with PLAIN"}
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's, with one-line errors and checks across options (functions of args: an error, or None)."""
 
@@ -131,17 +146,17 @@ def make_parser(doc: str) -> ArgumentParser:
                         choices=["direct", "fanout", "topic", "headers"], help="exchange type")
     parser.add_argument("--queue", type=shortstr, default=common.QUEUE_NAME, help="queue name")
     parser.add_argument("--routing-key", type=shortstr,
-                        help="routing key (default: %s; the queue name with --exchange \"\")"
-                             % common.ROUTING_KEY)
+                        help="routing key (default: %s with the queue %s, else the queue name,"
+                             " which --exchange \"\" always uses)" % (common.ROUTING_KEY, common.QUEUE_NAME))
     parser.add_argument("--queue-type", default="classic", choices=["classic", "quorum"],
                         help="quorum: replicated, for clusters (RabbitMQ 3.8 and later)")
-    parser.add_argument("--timeout", type=seconds, default=10.0,
-                        help="seconds to wait for the broker to answer when connecting"
-                             " (above 0, at most %d)" % MAX_TIMEOUT)
+    parser.add_argument("--timeout", type=seconds,
+                        help="seconds to wait for the broker to answer when connecting, above 0, at most"
+                             " %d (default: 10.0, or the URL's ?connection_timeout= in milliseconds)" % MAX_TIMEOUT)
     # AMQP carries the heartbeat in a short (connection.tune-ok): 0 to 65535.
-    parser.add_argument("--heartbeat", type=short, default=60,
-                        help="seconds between heartbeats, 0 to 65535; a broker silent for three"
-                             " is taken as gone (0: off)")
+    parser.add_argument("--heartbeat", type=short,
+                        help="seconds between heartbeats, 0 to 65535; a broker silent for three is"
+                             " taken as gone; 0: off (default: 60, or the URL's ?heartbeat=)")
     parser.add_argument("--password-file", metavar="PATH",
                         help="read the password from the first line of this file instead of the URL"
                              " (a password on the command line shows in ps)")
@@ -205,11 +220,13 @@ def parse_args(parser: ArgumentParser, argv: Sequence[str]) -> argparse.Namespac
         password = read_password(parser, args.password_file)
         for broker in args.url:  # one user for the whole cluster
             broker.password = password
+    from_url_query(parser, args)
     if not args.queue:
         parser.error("--queue must not be empty")
     if args.routing_key is None:
-        # The default exchange routes by queue name.
-        args.routing_key = common.ROUTING_KEY if args.exchange else args.queue
+        # The default exchange routes by queue name; a queue of one's own gets its own key.
+        original = args.exchange and args.queue == common.QUEUE_NAME
+        args.routing_key = common.ROUTING_KEY if original else args.queue
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
     if (args.cafile or args.certfile or args.keyfile) and not all(b.tls for b in args.url):
@@ -221,10 +238,31 @@ def parse_args(parser: ArgumentParser, argv: Sequence[str]) -> argparse.Namespac
     return args
 
 
+def from_url_query(parser: ArgumentParser, args: argparse.Namespace) -> None:
+    """--heartbeat and --timeout, where not given, from the URLs' query; any other parameter is refused."""
+    found: dict[str, set[float]] = {name: set() for name in URL_PARAMETERS}
+    for name, value in ((n, v) for broker in args.url for n, v in broker.query.items()):
+        if name not in URL_PARAMETERS:
+            parser.error("the URL's query parameter %r is not supported: %s" % (shorten(name), URL_REFUSED[name])
+                         if name in URL_REFUSED else "%r is not a query parameter of amqp:// URLs"
+                         " (heartbeat and connection_timeout are)" % shorten(name))
+        try:
+            found[name].add(URL_PARAMETERS[name][2](value))
+        except argparse.ArgumentTypeError as e:
+            parser.error("the URL's %s (%s) %s" % (name, URL_PARAMETERS[name][1], e))
+    for name, (dest, _, _, default) in URL_PARAMETERS.items():
+        if len(found[name]) > 1:
+            parser.error("the URLs give different %s values" % name)
+        if getattr(args, dest) is None:
+            setattr(args, dest, found[name].pop() if found[name] else default)
+
+
 def brokers_from_environment(parser: ArgumentParser) -> list[BrokerURL]:
+    urls = os.environ.get("AMQP_URL", common.DEFAULT_URL).split()
+    if not urls:  # not localhost: whoever set it meant a broker
+        parser.error("AMQP_URL is set but empty: give a URL, or unset it for %s" % common.DEFAULT_URL)
     try:
-        return [BrokerURL(url) for url in os.environ.get("AMQP_URL", common.DEFAULT_URL).split()
-                ] or [BrokerURL(common.DEFAULT_URL)]
+        return [BrokerURL(url) for url in urls]
     except BadURL as e:
         parser.error("AMQP_URL: %s" % e)
 

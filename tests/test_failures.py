@@ -15,7 +15,7 @@ import pytest
 from twisted.python.failure import Failure
 import txamqp
 
-from command_line import running
+from command_line import options, running
 import helpers
 import standin
 from helpers import SECRET, fails
@@ -124,6 +124,35 @@ def test_values_amqp_cannot_carry_are_usage_errors(argv, words, nobody_url):
     assert not connected()
 
 
+# RabbitMQ's URI query parameters (https://www.rabbitmq.com/docs/uri-query-parameters):
+# heartbeat and connection_timeout are honoured (test_urls.py); any other is
+# refused, naming it and what to do instead, before connecting.
+@pytest.mark.parametrize("query, words", [
+    ("cacertfile=/ca.pem", ["'cacertfile'", "use --cafile"]),
+    ("certfile=/c.pem", ["'certfile'", "use --certfile"]),
+    ("keyfile=/k.pem", ["'keyfile'", "use --keyfile"]),
+    ("verify=verify_none", ["'verify'", "always verifies"]),
+    ("server_name_indication=other", ["'server_name_indication'"]),
+    ("fail_if_no_peer_cert=true", ["'fail_if_no_peer_cert'"]),
+    ("channel_max=5", ["'channel_max'"]),
+    ("frame_max=4096", ["'frame_max'"]),
+    ("auth_mechanism=external", ["'auth_mechanism'", "PLAIN"]),
+    ("colour=red", ["'colour'", "not a query parameter"]),
+    ("heartbeat=often", ["the URL's heartbeat (seconds)", "from 0 to 65535, not 'often'"]),
+    ("heartbeat=70000", ["the URL's heartbeat", "from 0 to 65535"]),
+    ("connection_timeout=0", ["the URL's connection_timeout (milliseconds)"]),
+    ("connection_timeout=1.5", ["the URL's connection_timeout (milliseconds)"]),
+    ("heartbeat=5&heartbeat=6", ["'heartbeat' is given twice"]),
+])
+@pytest.mark.parametrize("given", ["--url", "AMQP_URL"])
+def test_url_query_parameters_not_honoured_are_refused(query, words, given, nobody_url):
+    url, connected = nobody_url
+    url += "?" + query
+    argv = ["--url", url] if given == "--url" else []
+    fails(run_script("consumer.py", "amqp0-9-1.xml", "--no-reconnect", "--timeout", "1", *argv, url=url), 2, *words)
+    assert not connected()
+
+
 def test_a_message_that_starts_with_a_dash_goes_after_double_dash(broker, names):
     sent = helpers.run_script("producer.py", "amqp0-9-1.xml", *names.args, "--", "-x", url=broker.url)
     assert sent.returncode == 0, sent.stderr
@@ -178,6 +207,43 @@ def test_help_shows_each_default_once_and_true(script, defaults, flags):
 def test_bad_url_in_environment():
     fails(run_script("consumer.py", "amqp0-8.xml", url="redis://guest:%s@localhost/" % SECRET), 2,
           "not an amqp://")
+
+
+# A user name or password with "@ : / ? # %" not percent-encoded: one line that
+# says how to encode them, and never the password (what the URL holds there).
+ENCODE = "percent-encode @ : / ? # % in the user name and password as %40 %3A %2F %3F %23 %25"
+
+
+@pytest.mark.parametrize("url, password", [
+    ("amqp://u:p@ss:w/rd%x#@host:5661/%2F", "p@ss:w/rd%x#"),
+    ("amqp://guest:%s@127.0.0.1:1/%%2F" % helpers.PASSWORD, helpers.PASSWORD),
+    ("amqp://guest:50%off@127.0.0.1:1/%2F", "50%off"),
+    ("amqp://guest:100%@127.0.0.1:1/%2F", "100%"),
+    ("amqp://guest:p@ss@127.0.0.1:1/%2F", "p@ss"),
+    ("amqp://guest:pa:ss@127.0.0.1:1/%2F", "pa:ss"),
+    ("amqp://guest:pa?ss@127.0.0.1:1/%2F", "pa?ss"),
+    ("amqp://guest:pa/ss@127.0.0.1:1/%2F", "pa/ss"),
+    ("amqp://gu/est:s3cret@127.0.0.1:1/%2F", "s3cret"),
+    ("amqp://guest:pa[ss@127.0.0.1:1/%2F", "pa[ss"),
+])
+@pytest.mark.parametrize("given", ["--url", "AMQP_URL"])
+def test_url_with_characters_to_percent_encode(url, password, given):
+    argv = ["--url", url] if given == "--url" else []
+    result = helpers.run_script("consumer.py", "amqp0-8.xml", "--no-reconnect", *argv,
+                                url=url if given == "AMQP_URL" else NOWHERE)
+    err = fails(result, 2, ENCODE)
+    assert password not in err and "the port in" not in err, err
+    assert (given + ":" if given == "AMQP_URL" else "argument --url:") in err, err
+
+
+@pytest.mark.parametrize("value", ["", " "])
+def test_empty_amqp_url_is_a_usage_error(value, monkeypatch, capsys):
+    # In-process: a script given AMQP_URL="" would connect to localhost:5672.
+    monkeypatch.setenv("AMQP_URL", value)
+    with pytest.raises(SystemExit) as exited:
+        options.parse_args(options.consumer_parser("Consume."), ["amqp0-9-1.xml"])
+    assert exited.value.code == 2
+    assert "AMQP_URL is set but empty" in capsys.readouterr().err
 
 
 # --- network: status 1 -------------------------------------------------------

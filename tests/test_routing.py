@@ -6,6 +6,8 @@ processes; rabbitmqctl shows the bindings."""
 
 import pytest
 
+from command_line import options
+import helpers
 from helpers import fails, run_script
 
 SPECS = ["amqp0-8.xml", "amqp0-9-1.xml"]
@@ -94,3 +96,38 @@ def test_fanout_binds_once_whatever_the_keys(broker, names, spawn):
 def test_header_usage_errors(script, args, words, broker):
     done = run_script(script, "amqp0-9-1.xml", *args, url=broker.url)
     fails(done, 2, words)
+
+
+@pytest.mark.parametrize("argv, queue, routing_key", [
+    ([], "test_message_queue", "test_routing_key"),
+    (["--queue", "orders"], "orders", "orders"),
+    (["--queue", "test_message_queue"], "test_message_queue", "test_routing_key"),
+    (["--queue", "orders", "--routing-key", "k"], "orders", "k"),
+    (["--exchange", ""], "test_message_queue", "test_message_queue"),
+    (["--exchange", "", "--queue", "orders"], "orders", "orders"),
+])
+def test_the_routing_key_defaults_to_the_queue_name(argv, queue, routing_key, monkeypatch):
+    monkeypatch.setenv("AMQP_URL", "amqp://127.0.0.1:1/%2F")
+    for parser in (options.producer_parser("Produce."), options.consumer_parser("Consume.")):
+        args = options.parse_args(parser, ["amqp0-9-1.xml", *argv])
+        assert (args.queue, args.routing_key) == (queue, routing_key)
+
+
+def test_queues_named_without_a_routing_key_get_only_their_own(broker, names):
+    # One exchange, two queues named by --queue alone: each is bound with its
+    # own name, so the consumer of orders never gets what was sent for invoices.
+    orders, invoices = names.queue + ".orders", names.queue + ".invoices"
+    try:
+        for queue in (orders, invoices):
+            sent = run_script("producer.py", "amqp0-9-1.xml", "for " + queue, "--exchange", names.exchange,
+                              "--queue", queue, url=broker.url)
+            assert sent.returncode == 0, sent.stderr
+        got = run_script("consumer.py", "amqp0-9-1.xml", "--exchange", names.exchange, "--queue", orders,
+                         "--count", "1", url=broker.url)
+        assert got.stdout.decode() == "Received: for %s from channel #1\n" % orders, got.stderr
+        assert helpers.get_all(broker.url, orders) == []
+        assert helpers.get_all(broker.url, invoices) == [("for " + invoices).encode()]
+        assert bindings(broker, names.exchange) == [(invoices, invoices, "[]"), (orders, orders, "[]")]
+    finally:
+        helpers.delete(broker.url, queue=orders)
+        helpers.delete(broker.url, queue=invoices)
