@@ -103,6 +103,7 @@ def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferre
     # On a terminal, a progress line shows meanwhile.
     with Progress(reactor, outbox):
         sent = yield service.run(lambda conn: send(conn, args, outbox), note=outbox.progress)
+    bodies.check(sent)  # a stdin that could not be read: after what was read is sent, exit 1
     running.say("Sent %d message(s) to exchange %r with routing key %r."
                 % (sent, args.exchange, args.routing_key))
 

@@ -72,6 +72,7 @@ class Outbox:
         self.unsettled_bytes = 0  # the size of their bodies
         self.tags = 0
         self.batch = self.batch_bytes = 0  # with tx: messages and bytes since the last commit
+        self.in_commit = 0  # with tx: the messages of the commit under way (its outcome unknown if it fails)
         self.generation = 0  # one per watch(): a commit-ok from a lost channel counts for nothing
         self.taken = 0  # acked or committed
         self.refused = 0  # nacked
@@ -88,7 +89,7 @@ class Outbox:
         self.again = deque([*self.unsettled.values(), *self.again])
         self.unsettled.clear()
         self.unsettled_bytes = 0
-        self.tags = self.batch = self.batch_bytes = 0
+        self.tags = self.batch = self.batch_bytes = self.in_commit = 0
         self.generation += 1
         self.failure = None
         self.chan = chan
@@ -187,9 +188,11 @@ class Outbox:
         publishing more (one transaction at a time)."""
         generation = self.generation
         self.batch = self.batch_bytes = 0
+        self.in_commit = len(self.unsettled)
 
         def ok(result: T) -> T:
             if generation == self.generation:  # not a commit-ok from a lost channel
+                self.in_commit = 0
                 self.taken += len(self.unsettled)
                 self.unsettled.clear()
                 self.unsettled_bytes = 0
@@ -257,8 +260,10 @@ class Outbox:
     def progress(self) -> str:
         """What the broker has taken so far, for a message that ends the run."""
         refused = " and refused %d" % self.refused if self.refused else ""
-        return ("the broker had taken %d message(s)%s; %d more were sent but not confirmed"
-                % (self.taken, refused, len(self.unsettled) + len(self.again)))
+        # A commit that fails (RabbitMQ's "partial tx completion", a lost connection) may have stored some.
+        partly = "; some of the %d in the transaction being committed may have been stored" % self.in_commit
+        return ("the broker had taken %d message(s)%s; %d more were sent but not confirmed%s"
+                % (self.taken, refused, len(self.unsettled) + len(self.again), partly if self.in_commit else ""))
 
     def sent(self) -> int:
         """The number of messages the broker has answered, all of them taken;

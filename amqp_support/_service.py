@@ -99,8 +99,9 @@ class AMQPService(ClientService):
             note: Callable[[], str] | None = None) -> Generator[Deferred[Any], Any, T]:
         """conversation(conn) on each new connection until it returns; its
         result. note(): what had been done when a connection failed, said
-        with the failure. Cancelling run() cancels the conversation, which
-        may stop cleanly and return."""
+        with the failure (and as a note of the CancelledError when run() is
+        cancelled). Cancelling run() cancels the conversation, which may stop
+        cleanly and return."""
         self.startService()
         try:
             while True:
@@ -119,6 +120,10 @@ class AMQPService(ClientService):
                         yield task.deferLater(self.reactor, 0)  # out of ClientService's callbacks
                         continue
                     yield self._failed(e, conn, note() if note and conn.logged_in else None)
+        except defer.CancelledError as e:  # Ctrl-C: said with what had been done by then
+            if note:
+                e.add_note(note())
+            raise
         finally:
             yield self.stopService()
 

@@ -164,6 +164,8 @@ def exit_with_one_line(failure: Failure, verbose: bool, interruption: Interrupti
         traceback.print_exception(failure.type, failure.value, failure.getTracebackObject())
     if failure.check(defer.CancelledError) and interruption.signal:
         line = "interrupted by %s before the end" % interruption.signal
+        notes = getattr(failure.value, "__notes__", ())  # what had been done (AMQPService.run's note)
+        line += " (%s)" % "; ".join(notes) if notes else ""
     else:
         e = failure.value
         assert e is not None  # (a Failure always holds its exception)

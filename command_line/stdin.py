@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -9,6 +10,8 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from twisted.internet import defer
+
+from amqp_support import Failed
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -21,7 +24,9 @@ class MessageBodies:
     """Every MESSAGE as bytes, and for "-" every line of stdin without its
     newline, each --count times. A thread reads stdin (a read may wait as
     long as the writer likes, as with `tail -f log |`), at most READ_AHEAD
-    bytes ahead. Call next() only when ready() is None, not a Deferred."""
+    bytes ahead. Call next() only when ready() is None, not a Deferred. A
+    stdin that cannot be read ends the lines (what was read is sent), and
+    check() then says so."""
 
     READ_AHEAD = 256 << 10  # short lines are some 50 bytes of memory each: 4 MiB of them held 17 MiB
 
@@ -34,11 +39,13 @@ class MessageBodies:
         self.buffered = 0  # their bytes, and those of the line still coming
         self.partial: list[bytes] = []  # chunks of the line still coming
         self.ended = "-" not in self.messages
+        self.error: str | None = None  # why stdin could not be read, if it could not
         self.waiting: defer.Deferred[None] | None = None  # the Deferred ready() gave out
         self.more = threading.Event()  # the thread may read on
         self.more.set()
         if not self.ended:
-            threading.Thread(target=self.read, args=(sys.stdin.buffer,), daemon=True).start()
+            stdin = sys.stdin.buffer if sys.stdin is not None else None  # None: closed (`0<&-`)
+            threading.Thread(target=self.read, args=(stdin,), daemon=True).start()
 
     def __iter__(self) -> MessageBodies:
         return self
@@ -75,15 +82,31 @@ class MessageBodies:
         if not self.more.is_set() and (self.buffered < self.READ_AHEAD or not self.lines):
             self.more.set()  # (set() takes a lock: not for every line)
 
-    def read(self, stream: BufferedReader) -> None:
+    def check(self, sent: int) -> None:
+        """After the sending: Failed if stdin could not be read, saying what the broker had taken."""
+        if self.error is not None:
+            raise Failed("cannot read stdin: %s; the broker had taken %d message(s)" % (self.error, sent))
+
+    def read(self, stream: BufferedReader | None) -> None:
         """In the thread: stdin in chunks, each handed to the reactor."""
         while True:
             self.more.wait()
-            chunk = stream.read1(1 << 16)
+            try:
+                if stream is None:
+                    raise OSError(errno.EBADF, "it is closed")
+                chunk = stream.read1(1 << 16)
+            except OSError as e:  # write-only (EBADF), a terminal gone (EIO), ...
+                self.reactor.callFromThread(self.failed, e.strerror or str(e))
+                return
             self.more.clear()  # until received() (or take()) says there is room for more
             self.reactor.callFromThread(self.received, chunk)
             if not chunk:
                 return
+
+    def failed(self, why: str) -> None:
+        """In the reactor: stdin could not be read; a line it had not ended is not sent."""
+        self.error, self.partial = why, []
+        self.received(b"")
 
     def received(self, chunk: bytes) -> None:
         """In the reactor: the lines of a chunk (b"" at the end of stdin)."""

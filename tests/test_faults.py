@@ -130,6 +130,7 @@ def test_consumer_killed_with_its_output_stuck_loses_nothing(spec, broker, names
         consumer.wait(timeout=10)
     with os.fdopen(read_end, "rb") as pipe:
         out = pipe.read()
+    out = out[:out.rfind(b"\n") + 1]  # a line the kill cut short was not printed (nor acknowledged)
     printed = [line.removeprefix(b"Received: ").removesuffix(b" from channel #1") for line in out.splitlines()]
     assert 0 < len(printed) < len(bodies), "not mid-stream: %d printed" % len(printed)
     left = helpers.get_all(broker.url, names.queue)
@@ -238,8 +239,9 @@ def test_queue_deleted_under_the_consumer(queue_type, broker, names, spawn):
 
 
 LONG_STREAM = 60000
+# With amqp0-8.xml, a loss during a commit adds that some of the transaction may have been stored.
 PROGRESS = re.compile(r"\(the broker had taken (\d+) message\(s\); (\d+) more were sent but not"
-                      r" confirmed\)")
+                      r" confirmed(?:; some of the \d+ in the transaction being committed may have been stored)?\)")
 
 
 def progress_at_losses(producer):
@@ -296,7 +298,7 @@ def test_producer_without_retry_says_what_the_broker_took(spec, broker, names, s
     [line] = helpers.without_fallback_note(producer.stderr_text).splitlines()
     assert line.startswith("producer.py: error: lost the connection to amqp://guest@"), line
     [(taken, unconfirmed)] = progress_at_losses(producer)
-    assert line.endswith(" confirmed)"), line
+    assert PROGRESS.search(line).end() == len(line), line
     assert_mid_stream(taken, unconfirmed, LONG_STREAM)
     broker.start()
     got = set(helpers.get_all(broker.url, names.queue))
@@ -310,4 +312,5 @@ def test_ctrl_c_while_the_producer_retries(broker, names, spawn):
     producer.send_signal(signal.SIGINT)
     assert producer.wait(timeout=30) == 1
     assert producer.stderr_text.splitlines()[-1] == (
-        "producer.py: error: interrupted by SIGINT before the end")
+        "producer.py: error: interrupted by SIGINT before the end"
+        " (the broker had taken 0 message(s); 0 more were sent but not confirmed)")
