@@ -53,29 +53,38 @@ def send(conn: AMQClient, args: argparse.Namespace, outbox: Outbox) -> Generator
 
     # Per connection: a broker that refused AMQP 0-8 gets amqp0-9-1.xml (common.py).
     confirms = has_confirms(conn.spec)
-    # Publisher confirms (RabbitMQ's 0-9-1 extension): the broker answers each
-    # message with basic.ack once it has taken it, basic.nack if not. AMQP 0-8
-    # has none: tx.commit-ok says it has taken what was published on the
-    # channel since its last commit.
+    # Publisher confirms (RabbitMQ's 0-9-1 extension): the broker answers each message
+    # with basic.ack once it has taken it, basic.nack if not. AMQP 0-8 has none:
+    # tx.commit-ok says it has taken what was published on the channel since its last
+    # commit. While a commit is on its way, a second channel publishes the next batch.
     if confirms:
+        chans = [chan]
         yield chan.confirm_select()
     else:
-        yield chan.tx_select()
-    outbox.watch(chan, confirms)  # counts those answers and basic.return
+        chans = [chan, (yield conn.channel(2))]
+        yield chans[1].channel_open()
+        for each in chans:
+            yield each.tx_select()
+    outbox.watch(confirms, *chans)  # counts those answers and basic.return
+
+    commit = None  # with tx: the commit on its way, on the other channel
 
     # The next message: first what a lost connection left unconfirmed; it
     # waits while the window is full, or for the next line of stdin.
     while (content := (yield outbox.next_message())) is not None:
         # mandatory: a message that no queue takes comes back (basic.return)
         # instead of being dropped without a word.
-        chan.basic_publish(exchange=args.exchange, routing_key=args.routing_key,
-                           mandatory=True, content=content)
+        chans[0].basic_publish(exchange=args.exchange, routing_key=args.routing_key,
+                               mandatory=True, content=content)
         # A transaction's messages reach their queue at its commit: commit when
         # it is full, and when stdin is quiet (the next line has not come).
         if not confirms and (outbox.full() or outbox.idle()):
-            yield outbox.committing(chan.tx_commit())
+            yield commit  # the batch before first: they reach their queues in order
+            commit = outbox.committing(chans[0].tx_commit())
+            chans.reverse()
     if not confirms:
-        yield outbox.committing(chan.tx_commit())
+        yield commit
+        yield outbox.committing(chans[0].tx_commit())
     yield outbox.wait_for_all()
     sent = outbox.sent()  # fails if a message was returned or refused
     yield common.close(conn, chan)

@@ -11,11 +11,12 @@ last commit. A message published with mandatory set that no queue takes
 comes back as basic.return first. An Outbox counts; the program makes the
 AMQP calls (producer.py shows both ways):
 
-    outbox.watch(chan, confirms=True)  # on each new connection
+    outbox.watch(True, chan)  # on each new connection; with transactions, False and two channels
     while (content := (yield outbox.next_message())) is not None:
         chan.basic_publish(exchange=..., routing_key=..., mandatory=True, content=content)
-        # with transactions: once outbox.full() or outbox.idle(),
-        #     yield outbox.committing(chan.tx_commit())
+        # with transactions: once outbox.full() or outbox.idle(), wait for the
+        # commit before, commit this channel's batch and publish on the other:
+        #     commit = outbox.committing(chan.tx_commit())
     yield outbox.wait_for_all()
     sent = outbox.sent()  # raises Failed if a message was returned or refused
 
@@ -80,11 +81,12 @@ class Outbox:
         self.waiting: tuple[Deferred[None], int, int] | None = None  # (d, fire when fewer than these are unsettled)
         self.failure: Exception | None = None
 
-    def watch(self, chan: "AMQChannel", confirms: bool) -> None:
-        """Count what the broker says of the messages published on chan from
-        now on: it is in confirm mode if confirms, else in tx mode, and
-        nothing is published on it yet. What the previous channel left
-        unsettled is sent first, whatever its mode."""
+    def watch(self, confirms: bool, chan: "AMQChannel", *more: "AMQChannel") -> None:
+        """Count what the broker says of the messages published on chan (and,
+        with transactions, on the channels that take turns with it) from now
+        on: each is in confirm mode if confirms, else in tx mode, and nothing
+        is published on it yet. What the previous channels left unsettled is
+        sent first, whatever their mode."""
         self.confirms = confirms
         self.again = deque([*self.unsettled.values(), *self.again])
         self.unsettled.clear()
@@ -94,7 +96,8 @@ class Outbox:
         self.failure = None
         self.chan = chan
         self.pending = self.messages()
-        chan.report_to(self)
+        for each in (chan, *more):
+            each.report_to(self)
 
     def next_message(self) -> "Content | Deferred[Content | None] | None":
         """The next message to publish on the watched channel (counted as on
@@ -183,19 +186,19 @@ class Outbox:
         return self.wait_until_below(1, 1)
 
     def committing(self, commit: Deferred[T]) -> Deferred[T]:
-        """commit: the Deferred of tx.commit, just sent. When it fires, every
-        message not yet taken is: commit is returned, to wait on before
-        publishing more (one transaction at a time)."""
-        generation = self.generation
+        """commit: the Deferred of tx.commit, just sent, for the messages
+        published on its channel since its last commit (the batch). When it
+        fires, they are taken; commit is returned, to wait on."""
+        last, generation, count = self.tags, self.generation, self.batch
         self.batch = self.batch_bytes = 0
-        self.in_commit = len(self.unsettled)
+        self.in_commit += count
 
         def ok(result: T) -> T:
             if generation == self.generation:  # not a commit-ok from a lost channel
-                self.in_commit = 0
-                self.taken += len(self.unsettled)
-                self.unsettled.clear()
-                self.unsettled_bytes = 0
+                self.in_commit -= count
+                while self.unsettled and next(iter(self.unsettled)) <= last:
+                    self.unsettled_bytes -= len(self.unsettled.popitem(last=False)[1].body)
+                    self.taken += 1
                 self.wake()
             return result
         return commit.addCallback(ok)
@@ -261,7 +264,7 @@ class Outbox:
         """What the broker has taken so far, for a message that ends the run."""
         refused = " and refused %d" % self.refused if self.refused else ""
         # A commit that fails (RabbitMQ's "partial tx completion", a lost connection) may have stored some.
-        partly = "; some of the %d in the transaction being committed may have been stored" % self.in_commit
+        partly = "; some of the %d in transactions being committed may have been stored" % self.in_commit
         return ("the broker had taken %d message(s)%s; %d more were sent but not confirmed%s"
                 % (self.taken, refused, len(self.unsettled) + len(self.again), partly if self.in_commit else ""))
 

@@ -31,7 +31,7 @@ STREAM = 30000
 SPECS = ["amqp0-8.xml", "amqp0-9-1.xml"]
 PREFETCH = 100
 PROGRESS = re.compile(r"\(the broker had taken (\d+) message\(s\); (\d+) more were sent but not"
-                      r" confirmed(?:; some of the \d+ in the transaction being committed may have been stored)?\)")
+                      r" confirmed(?:; some of the \d+ in transactions being committed may have been stored)?\)")
 
 
 class Cluster:

@@ -241,7 +241,7 @@ def test_queue_deleted_under_the_consumer(queue_type, broker, names, spawn):
 LONG_STREAM = 60000
 # With amqp0-8.xml, a loss during a commit adds that some of the transaction may have been stored.
 PROGRESS = re.compile(r"\(the broker had taken (\d+) message\(s\); (\d+) more were sent but not"
-                      r" confirmed(?:; some of the \d+ in the transaction being committed may have been stored)?\)")
+                      r" confirmed(?:; some of the \d+ in transactions being committed may have been stored)?\)")
 
 
 def progress_at_losses(producer):

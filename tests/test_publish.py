@@ -73,7 +73,7 @@ def test_refused_messages_fail_the_transaction_on_0_8(broker, full_queue):
     # the broker took none (a user who sends again makes duplicates).
     assert helpers.get_all(broker.url, full_queue.queue) == [b"1", b"2"]
     assert line.rstrip().endswith("(the broker had taken 0 message(s); 5 more were sent but not confirmed;"
-                                  " some of the 5 in the transaction being committed may have been stored)"), line
+                                  " some of the 5 in transactions being committed may have been stored)"), line
 
 
 def wait_for_blocked_connection(broker, timeout=30):
@@ -131,7 +131,7 @@ class RecordingChannel:
 
 def outbox_on(chan, contents, confirms=True, window=1000, window_bytes=1 << 20):
     outbox = publish.Outbox(contents, window=window, window_bytes=window_bytes)
-    outbox.watch(chan, confirms)
+    outbox.watch(confirms, chan)
     assert chan.publisher is outbox  # the delegate hands the broker's answers on chan to it
     return outbox
 
@@ -273,7 +273,7 @@ def test_a_commit_from_a_lost_connection_counts_nothing():
     messages = outbox.messages()
     next(messages), next(messages)
     late = outbox.committing(defer.Deferred())
-    outbox.watch(RecordingChannel(), False)  # the connection was lost: a new one
+    outbox.watch(False, RecordingChannel())  # the connection was lost: a new one
     late.callback(None)  # (cannot happen with txamqp, which fails it; counted as nothing if it did)
     assert outbox.taken == 0
     assert [c.body for c in outbox.messages()] == [b"1", b"2", b"3"]  # again, in order
@@ -326,11 +326,11 @@ def test_what_a_lost_channel_left_unconfirmed_goes_first_on_the_next():
     outbox.channel_closed("lost")
     assert outbox.progress() == "the broker had taken 1 message(s); 2 more were sent but not confirmed"
     second = RecordingChannel()
-    outbox.watch(second, True)
+    outbox.watch(True, second)
     messages = outbox.messages()
     second.basic_publish(next(messages))  # "1" again: tags start over on a new channel
     outbox.channel_closed("lost again")
-    outbox.watch(RecordingChannel(), True)
+    outbox.watch(True, RecordingChannel())
     again = [c.body for c in outbox.messages()]
     assert [c.body for c in second.published] == [b"1"] and again == [b"1", b"2", b"3", b"4"]
     outbox.settle(4, multiple=True, accepted=True)
@@ -346,12 +346,12 @@ def test_unsettled_messages_go_on_across_a_switch_of_mode():
     outbox.committing(defer.succeed(None))  # "0" and "1" taken
     next(messages)  # "2" in a transaction that never commits
     outbox.channel_closed("lost")
-    outbox.watch(RecordingChannel(), True)
+    outbox.watch(True, RecordingChannel())
     messages = outbox.messages()
     assert [next(messages).body for _ in range(2)] == [b"2", b"3"]
     outbox.settle(1, multiple=False, accepted=True)  # "2" taken, "3" not confirmed
     outbox.channel_closed("lost")
-    outbox.watch(RecordingChannel(), False)
+    outbox.watch(False, RecordingChannel())
     assert [c.body for c in outbox.messages()] == [b"3", b"4"]
     outbox.committing(defer.succeed(None))
     assert fired(outbox.wait_for_all()) and outbox.sent() == 5
