@@ -102,6 +102,7 @@ class Client:
     spec: str | None = None  # for producer.py and consumer.py: the spec file
     runs: list = field(default_factory=list)  # Run objects
     rates: list = field(default_factory=list)  # msg/s per round, None for a round that did not run it
+    steady: list = field(default_factory=list)  # msg/s per round from the first message read or printed
 
     @property
     def script(self):
@@ -207,6 +208,7 @@ def measure_client(client, url, broker, args, data, line_size):
         result = run(client.command(url, args), data[:n * line_size], cwd=client.cwd)
         seconds = broker.wait_depth(n, client.label) - result.started
     client.runs.append(result)
+    client.steady.append(n / (seconds - result.first) if result.first is not None else None)
     return n / seconds
 
 
@@ -428,6 +430,35 @@ def limit_note(args, clients):
     return out
 
 
+def startup_note(args, clients):
+    """The goals against a raw client, from each process's start (the goals) and after its start-up: how
+    much of a gap is the start-up, Python and Twisted's imports, which a raw client has almost none of."""
+    pairs = [(f"p {spec}", "p limit window", f"producer.py {spec} / raw publisher, a window of {args.in_flight:,}",
+              "the first line of stdin read") for spec in args.specs]
+    pairs += [(f"c {spec}", "c limit", f"consumer.py {spec} / raw consumer", "the first line printed")
+              for spec in args.specs]
+    rows = []
+    for ours, anchor, what, since in pairs:
+        if ours not in clients or anchor not in clients:
+            continue
+        after = [a / b for a, b in zip(clients[ours].steady, clients[anchor].steady, strict=True)
+                 if a is not None and b is not None]
+        if not after:
+            continue
+        starts = [statistics.median(r.first for r in clients[key].runs if r.first is not None)
+                  for key in (ours, anchor)]
+        rows.append(f"| {what} | {median_ratio(clients, ours, anchor):.2f} | {statistics.median(after):.2f} "
+                    f"| {starts[0] * 1e3:.0f} / {starts[1] * 1e3:.0f} | {since} |")
+    if not rows:
+        return []
+    return ["How much of the gap to a raw client is start-up: the same runs, msg/s from each process's start (as the "
+            "goals count it) and from its first message on (N over the time from then to the end), with how long "
+            "each took to get there (medians). A raw client imports next to nothing; producer.py and consumer.py "
+            "first import Python's and Twisted's modules (see the bare reactor import in One message).", "",
+            "| ours / raw client | msg/s from start, median ratio | after start-up | ms to the first message, "
+            "ours / raw | first message |", "| --- | ---: | ---: | ---: | --- |", *rows, ""]
+
+
 def against_baseline(args, clients, single):
     """The section --baseline adds: new / baseline for each line of our scripts."""
     low, high = 1 - TOLERANCE, 1 + TOLERANCE
@@ -598,7 +629,7 @@ def report(args, clients, single, big, large, header, profile, idle_waits):
     at = out.index("## Throughput")
     out[at:at] = ["## Goals", "", "Checked against the medians below (one message: the min of the runs).", "",
                   "| what | measured | goal | |", "| --- | ---: | --- | --- |", *goals.rows, "",
-                  *limit_note(args, clients), "",
+                  *limit_note(args, clients), "", *startup_note(args, clients),
                   *(against_baseline(args, clients, single) if args.baseline else [])]
     return "\n".join(out).rstrip("\n") + "\n"
 
