@@ -235,6 +235,12 @@ def test_bad_amqp_url_is_bad_usage():
     failed(run_demo(url=f"amqp://guest:{SECRET}@127.0.0.1:notaport/"), 2, "AMQP_URL", "port")
 
 
+@pytest.mark.parametrize("url", ["", "  "])
+def test_empty_amqp_url_is_bad_usage_as_for_the_scripts(url):
+    # As producer.py and consumer.py say: whoever set it meant a broker, not localhost.
+    failed(run_demo(url=url), 2, "AMQP_URL is set but empty")
+
+
 def test_a_broker_problem_is_one_line_not_retries(stand_in):
     # The probe's connection is answered; every later one (the consumer's) is
     # hung up on without a word: a lost connection, which a reconnecting

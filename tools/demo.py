@@ -305,8 +305,10 @@ def find_broker(args, cleanup):
     """The AMQP_URL the scripts get."""
     if args.throwaway:
         return start_throwaway_node(args, cleanup)
-    urls = os.environ.get("AMQP_URL", "").split()
-    if urls:
+    urls = os.environ.get("AMQP_URL", DEFAULT_URL).split()
+    if not urls:  # as the scripts say: whoever set it meant a broker, not localhost
+        raise DemoError(f"AMQP_URL is set but empty: give a URL, or unset it for {DEFAULT_URL}", status=2)
+    if "AMQP_URL" in os.environ:
         try:
             brokers = [BrokerURL(url) for url in urls]
         except BadURL as e:
