@@ -124,16 +124,16 @@ def test_a_time_between_two_batches_gives_exactly_the_second(broker, names):
     second = [b"late %d" % i for i in range(50)]
     append(broker, names, first)
     # A timestamp is whole seconds: one that comes a second after the first
-    # batch, and two before the second batch (for the interval below).
+    # batch, and three before the second (for the interval below).
     between = int(time.time()) + 2
-    time.sleep(between + 2 - time.time())
+    time.sleep(between + 3 - time.time())
     append(broker, names, second)
     stamp = datetime.datetime.fromtimestamp(between).isoformat()  # naive: local time
     assert read(broker, names, 50, "--offset", stamp) == second
     utc = datetime.datetime.fromtimestamp(between, datetime.UTC).isoformat()
     assert read(broker, names, 50, "--offset", utc) == second
     # An interval back from now that reaches back to `between`, give or take
-    # half a second and the time the consumer takes to start.
+    # half a second and the time the consumer takes to start (under 2.5 s).
     assert read(broker, names, 50, "--offset", "%ds" % (time.time() - between + 0.5)) == second
 
 
