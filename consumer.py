@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, task
 
-from amqp_support import LongLong
 from command_line import options, running  # first: it checks the txamqp release
 from command_line.output import Lines
 from command_line.text import printable
+from amqp_support import LongLong
 
 import common
 
@@ -51,7 +51,7 @@ def ack_printed(chan: AMQChannel, stdout: Lines, delivery_tag: int | None) -> No
 @defer.inlineCallbacks
 def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferred[Any], Any, None]:
     spec = common.load_spec(args.spec)
-    if args.queue_type == "stream" and (fallback := common.fallback_for(spec)):
+    if args.queue_type == "stream" and (fallback := common.fallback_for(spec)):  # AMQP 0-8
         running.say("%s: AMQP 0-8's basic.consume has no arguments, where a stream consumer says"
                     " where to start reading; using amqp0-9-1.xml" % args.spec)
         spec = fallback()
@@ -71,7 +71,9 @@ def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferre
 
         # At most --prefetch messages unacknowledged: the broker waits for our acks.
         yield chan.basic_qos(prefetch_count=args.prefetch)
-        if args.queue_type == "stream":  # where to read from; after a loss, after the last message printed
+        # A stream keeps its messages: x-stream-offset says where to start reading
+        # (--offset; after a lost connection, the message after the last one printed).
+        if args.queue_type == "stream":
             yield chan.basic_consume(queue=args.queue, consumer_tag=common.CONSUMER_TAG,
                                      arguments={"x-stream-offset": args.offset if resume is None else LongLong(resume)})
         else:
