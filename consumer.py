@@ -100,7 +100,7 @@ def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferre
                 last = None
         ack_printed(chan, stdout, last)
 
-        # Messages the broker sent ahead that we did not print go back to the queue.
+        # Messages the broker sent ahead that we did not print go back to the queue (a stream keeps all).
         yield chan.basic_cancel(consumer_tag=common.CONSUMER_TAG)
         yield common.close(conn, chan)
 
