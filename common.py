@@ -112,8 +112,9 @@ def declare(chan: AMQChannel, exchange: str, exchange_type: str, queue: str, que
     # survive a broker restart. The default exchange ("") needs neither.
     if exchange:
         yield chan.exchange_declare(exchange=exchange, type=exchange_type, durable=True)
-    # A quorum queue is replicated across the nodes of a cluster.
-    arguments = {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+    # A quorum queue is replicated across the nodes of a cluster; a stream is
+    # an append-only log that consumers read from any point, consuming nothing.
+    arguments = {"x-queue-type": queue_type} if queue_type != "classic" else {}
     yield chan.queue_declare(queue=queue, durable=True, arguments=arguments)
     if exchange and binding is not None:
         yield chan.queue_bind(queue=queue, exchange=exchange, **binding)

@@ -21,6 +21,7 @@ from twisted.internet import defer, task
 from command_line import options, running  # first: it checks the txamqp release
 from command_line.output import Lines
 from command_line.text import printable
+from amqp_support import LongLong
 
 import common
 
@@ -50,22 +51,33 @@ def ack_printed(chan: AMQChannel, stdout: Lines, delivery_tag: int | None) -> No
 @defer.inlineCallbacks
 def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferred[Any], Any, None]:
     spec = common.load_spec(args.spec)
+    if args.queue_type == "stream" and (fallback := common.fallback_for(spec)):  # AMQP 0-8
+        running.say("%s: AMQP 0-8's basic.consume has no arguments, where a stream consumer says"
+                    " where to start reading; using amqp0-9-1.xml" % args.spec)
+        spec = fallback()
     stdout = Lines(sys.stdout)  # a closed or full stdout ends the run, saying so
     printed = 0
+    resume = None  # a stream: the offset after the last message printed
 
     @defer.inlineCallbacks
     def consume(conn: AMQClient) -> Generator[Deferred[Any], Any, None]:
         """What the consumer says to the broker on one connection; after a
         reconnect, on the next connection again, from the top (a new
         connection starts with no consumer)."""
-        nonlocal printed
+        nonlocal printed, resume
         chan = yield common.open_channel(conn)
         yield common.declare(chan, args.exchange, args.exchange_type, args.queue, args.queue_type,
                              common.binding(args.exchange_type, args.routing_key, args.headers, args.x_match))
 
         # At most --prefetch messages unacknowledged: the broker waits for our acks.
         yield chan.basic_qos(prefetch_count=args.prefetch)
-        yield chan.basic_consume(queue=args.queue, consumer_tag=common.CONSUMER_TAG)
+        # A stream keeps its messages: x-stream-offset says where to start reading
+        # (--offset; after a lost connection, the message after the last one printed).
+        if args.queue_type == "stream":
+            yield chan.basic_consume(queue=args.queue, consumer_tag=common.CONSUMER_TAG,
+                                     arguments={"x-stream-offset": args.offset if resume is None else LongLong(resume)})
+        else:
+            yield chan.basic_consume(queue=args.queue, consumer_tag=common.CONSUMER_TAG)
         queue = yield conn.queue(common.CONSUMER_TAG)  # txamqp puts the deliveries here
         running.say("Waiting for messages on queue %r. To exit press CTRL+C" % args.queue)
 
@@ -79,6 +91,8 @@ def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferre
             if msg.content.property_error:  # a headers table that cannot be decoded, say
                 running.warn("message with delivery tag %d: cannot decode its properties (%s);"
                              " printed and acked anyway" % (msg.delivery_tag, msg.content.property_error))
+            if args.queue_type == "stream":  # each of its messages carries its offset
+                resume = msg.content.properties["headers"]["x-stream-offset"] + 1
             last = msg.delivery_tag
             printed += 1
             if not queue.pending:  # the last of the messages that arrived together
@@ -86,7 +100,7 @@ def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferre
                 last = None
         ack_printed(chan, stdout, last)
 
-        # Messages the broker sent ahead that we did not print go back to the queue.
+        # Messages the broker sent ahead that we did not print go back to the queue (a stream keeps all).
         yield chan.basic_cancel(consumer_tag=common.CONSUMER_TAG)
         yield common.close(conn, chan)
 

@@ -28,18 +28,20 @@ _HOMES = {
     "Outbox": "_publish",
     "explain": "_explain", "remedy": "_explain",
     "is_status": "_status",
+    "LongLong": "_codec", "Timestamp": "_codec",
     "Failed": "_errors", "UsageError": "_errors", "BadURL": "_errors", "BadTLSFile": "_errors",
     "ConnectionFailed": "_errors", "ConsumerCancelled": "_errors", "UnsupportedTxamqp": "_errors",
 }
 
 __all__ = [
     "AMQClient", "AMQChannel", "AMQPService", "BadTLSFile", "BadURL", "BrokerURL", "ClientTLS", "ConnectionFailed",
-    "ConsumerCancelled", "Failed", "Message", "Outbox", "UnsupportedTxamqp", "UsageError", "explain",
-    "has_confirms", "is_status", "load_spec", "remedy",
+    "ConsumerCancelled", "Failed", "LongLong", "Message", "Outbox", "Timestamp", "UnsupportedTxamqp", "UsageError",
+    "explain", "has_confirms", "is_status", "load_spec", "remedy",
 ]
 
 if TYPE_CHECKING:
     from amqp_support._client import AMQChannel, AMQClient, Message, has_confirms
+    from amqp_support._codec import LongLong, Timestamp
     from amqp_support._endpoint import ClientTLS
     from amqp_support._errors import (BadTLSFile, BadURL, ConnectionFailed, ConsumerCancelled, Failed,
                                       UnsupportedTxamqp, UsageError)

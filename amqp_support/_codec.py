@@ -439,9 +439,23 @@ def encode_field_table(table: Mapping[str | bytes, Any], out: bytearray) -> None
             encode_scalar(value, out)
 
 
+class LongLong(int):
+    """An integer a field table carries as a signed 64-bit 'l', whatever its size (a stream offset)."""
+
+    letter = b"l"
+
+
+class Timestamp(int):
+    """Whole seconds since 1970, UTC, that a field table carries as an AMQP timestamp, 'T'."""
+
+    letter = b"T"
+
+
 def encode_scalar(value: object, out: bytearray) -> None:
     if isinstance(value, bool):
         out += b"t\1" if value else b"t\0"
+    elif isinstance(value, (LongLong, Timestamp)):  # the letter the value asks for
+        out += value.letter + FIELD_NUMBERS[value.letter[0]].pack(value)
     elif isinstance(value, int):
         if -(2**31) <= value < 2**31:
             out += b"I" + FIELD_NUMBERS[ord("I")].pack(value)

@@ -7,11 +7,14 @@ is one line and exit status 2 (argparse's).
 from __future__ import annotations
 
 import argparse
+import datetime
+import math
 import os
+import re
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import common
-from amqp_support import BadTLSFile, BadURL, BrokerURL, ClientTLS, UsageError
+from amqp_support import BadTLSFile, BadURL, BrokerURL, ClientTLS, LongLong, Timestamp, UsageError
 from command_line.text import printable, shorten
 
 if TYPE_CHECKING:
@@ -84,6 +87,33 @@ def milliseconds(text: str) -> float:
     return whole_number(1, MAX_TIMEOUT * 1000)(text) / 1000
 
 
+# RabbitMQ's interval (its x-max-age's form): a whole number above 0 and one unit,
+# Y(ears), M(onths), D(ays), h(ours), m(inutes) or s(econds).
+INTERVAL = re.compile(r"[0-9]*[1-9][0-9]*[YMDhms]")
+
+
+def stream_offset(text: str) -> str | LongLong | Timestamp:
+    """Where a stream consumer starts: x-stream-offset's value with its field type.
+    first, last, next, or an interval ("1h"): a string; an offset: a long-long;
+    an ISO 8601 time (naive: local time): a timestamp, in whole seconds."""
+    if text in ("first", "last", "next") or INTERVAL.fullmatch(text):
+        return text
+    if text.isdigit() and text.isascii():
+        if int(text) < 2**63:
+            return LongLong(int(text))
+    else:
+        try:
+            seconds = datetime.datetime.fromisoformat(text).timestamp()  # naive: local time
+        except (ValueError, OverflowError, OSError):
+            seconds = -1
+        if seconds >= 0:
+            return Timestamp(math.floor(seconds))
+    raise argparse.ArgumentTypeError(
+        "must be first, last, next, an offset (a whole number), an ISO 8601 time such as"
+        " 2024-05-01T12:00:00+02:00, or an interval such as 1h (Y, M, D, h, m or s), not %s"
+        % shorten(repr(text)))
+
+
 # RabbitMQ's URI query parameters: those honoured (option, unit, parse, default), and the others' why not.
 URL_PARAMETERS: dict[str, tuple[str, str, Callable[[str], float], float]] = {
     "heartbeat": ("heartbeat", "seconds", short, 60),
@@ -148,8 +178,9 @@ def make_parser(doc: str) -> ArgumentParser:
     parser.add_argument("--routing-key", type=shortstr,
                         help="routing key (default: %s with the queue %s, else the queue name,"
                              " which --exchange \"\" always uses)" % (common.ROUTING_KEY, common.QUEUE_NAME))
-    parser.add_argument("--queue-type", default="classic", choices=["classic", "quorum"],
-                        help="quorum: replicated, for clusters (RabbitMQ 3.8 and later)")
+    parser.add_argument("--queue-type", default="classic", choices=["classic", "quorum", "stream"],
+                        help="quorum: replicated, for clusters (RabbitMQ 3.8 and later); stream: an"
+                             " append-only log that consumers read from any point (RabbitMQ 3.9 and later)")
     parser.add_argument("--timeout", type=seconds,
                         help="seconds to wait for the broker to answer when connecting, above 0, at most"
                              " %d (default: 10.0, or the URL's ?connection_timeout= in milliseconds)" % MAX_TIMEOUT)
@@ -197,10 +228,25 @@ def consumer_parser(doc: str) -> ArgumentParser:
     parser.add_argument("--x-match", choices=["all", "any"], default="all",
                         help="with --exchange-type headers: a message needs all the --header pairs,"
                              " or any one")
+    parser.add_argument("--offset", type=stream_offset,
+                        help="with --queue-type stream: where to start reading, first, last, next, an"
+                             " offset, an ISO 8601 time (local time without a zone) or an interval back"
+                             " from now such as 30m or 2D (default: next)")
     parser.add_argument("--no-reconnect", dest="reconnect", action="store_false",
                         help="exit when the connection is lost instead of reconnecting")
-    parser.checks.append(check_header_binding)
+    parser.checks += [check_header_binding, check_stream]
     return parser
+
+
+def check_stream(args: argparse.Namespace) -> str | None:
+    """--offset and --prefetch against --queue-type; sets --offset's default, next, for a stream."""
+    if args.queue_type != "stream":
+        return None if args.offset is None else "--offset is for --queue-type stream"
+    if args.prefetch == 0:
+        return "a stream needs a prefetch: --prefetch 1 or more with --queue-type stream"
+    if args.offset is None:
+        args.offset = "next"
+    return None
 
 
 def check_header_binding(args: argparse.Namespace) -> str | None:

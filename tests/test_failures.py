@@ -186,7 +186,7 @@ def help_entries(script):
     ("consumer.py", {"--exchange": "test_message_exchange", "--exchange-type": "direct",
                      "--queue": "test_message_queue", "--routing-key": "test_routing_key",
                      "--queue-type": "classic", "--timeout": "10.0", "--heartbeat": "60",
-                     "--prefetch": "100", "--count": "run until stopped"},
+                     "--prefetch": "100", "--count": "run until stopped", "--offset": "next"},
      ["--no-reconnect", "--verbose", "--help"]),
     ("producer.py", {"--exchange": "test_message_exchange", "--queue": "test_message_queue",
                      "--count": "1"},
