@@ -74,8 +74,9 @@ def main(reactor: IScriptReactor, args: argparse.Namespace) -> Generator[Deferre
         # A stream keeps its messages: x-stream-offset says where to start reading
         # (--offset; after a lost connection, the message after the last one printed).
         if args.queue_type == "stream":
+            offset = args.offset if resume is None else LongLong(resume)  # a long-long: an offset, not a time
             yield chan.basic_consume(queue=args.queue, consumer_tag=common.CONSUMER_TAG,
-                                     arguments={"x-stream-offset": args.offset if resume is None else LongLong(resume)})
+                                     arguments={"x-stream-offset": offset})
         else:
             yield chan.basic_consume(queue=args.queue, consumer_tag=common.CONSUMER_TAG)
         queue = yield conn.queue(common.CONSUMER_TAG)  # txamqp puts the deliveries here
