@@ -204,18 +204,33 @@ def unpack_payload(spec: Spec, kind: int, data: bytes) -> Payload:
         return Body(data)  # bytes, always
     if kind == 8:
         return Heartbeat()
+    if kind == 1:
+        method, args = read_method(spec, data)
+        return Method(method, *args)
+    return read_header(spec, data)
+
+
+def read_method(spec: Spec, data: bytes) -> tuple[SpecMethod, list[Any]]:
+    """The method and arguments of a method frame's payload."""
     method = None
     try:
-        if kind == 1:
-            key = (spec, CLASS_METHOD.unpack_from(data)[0])
-            found = _methods.get(key)
-            if found is None:
-                klass = known(spec.classes.byid, key[1] >> 16, "method frame for an unknown class")
-                method = known(klass.methods.byid, key[1] & 0xFFFF,
-                               "method frame for an unknown method of class %s" % klass.name)
-                found = _methods[key] = (method, Fields([f.type for f in method.fields]))
-            method = found[0]
-            return Method(method, *found[1].decode(data, 4)[0])
+        key = (spec, CLASS_METHOD.unpack_from(data)[0])
+        found = _methods.get(key)
+        if found is None:
+            klass = known(spec.classes.byid, key[1] >> 16, "method frame for an unknown class")
+            method = known(klass.methods.byid, key[1] & 0xFFFF,
+                           "method frame for an unknown method of class %s" % klass.name)
+            found = _methods[key] = (method, Fields([f.type for f in method.fields]))
+        method = found[0]
+        return method, found[1].decode(data, 4)[0]
+    except (IndexError, struct.error):
+        what = "method frame" if method is None else "%s.%s method frame" % (method.klass.name, method.name)
+        raise FrameError("%s shorter than its fields" % what) from None
+
+
+def read_header(spec: Spec, data: bytes) -> ContentHeader:
+    """A content header frame's payload; its properties as far as they can be decoded."""
+    try:
         class_id, weight, size, word = HEADER_START.unpack_from(data)
         klass = known(spec.classes.byid, class_id, "content header for an unknown class")
         words, pos = [word], HEADER_START.size
@@ -223,9 +238,7 @@ def unpack_payload(spec: Spec, kind: int, data: bytes) -> Payload:
             words.append(SHORT.unpack_from(data, pos)[0])
             pos += 2
     except (IndexError, struct.error):
-        what = ("%s.%s method frame" % (method.klass.name, method.name) if method is not None
-                else "method frame" if kind == 1 else "content header")
-        raise FrameError("%s shorter than its fields" % what) from None
+        raise FrameError("content header shorter than its fields") from None
     names, types, fields = present_properties(klass, tuple(words))
     header = ContentHeader(klass, weight, size, {})
     try:
