@@ -579,10 +579,7 @@ class AMQClient(protocol.AMQClient):
         if method is self._delivery and not ch.closed and not self.dispatch_failed:
             # Speed only: at the end of the read (or before the next method that is not
             # a delivery) hand_over_arrivals() puts the deliveries into their queues.
-            arrivals = self._arrivals.get(msg.consumer_tag)
-            if arrivals is None:
-                arrivals = self._arrivals[msg.consumer_tag] = []
-            arrivals.append(msg)
+            self._arrivals.setdefault(msg.consumer_tag, []).append(msg)
             return
         if self._arrivals and method is not self._delivery:  # the deliveries that came first go first
             self.hand_over_arrivals()
