@@ -140,8 +140,8 @@ _encoders: dict[SpecMethod, tuple[bytes, Fields]] = {}  # a method's class and m
 _properties: dict[tuple[SpecClass, tuple[int, ...]], Properties] = {}  # by (class, flag words)
 _flags: dict[tuple[SpecClass, tuple[str, ...]], tuple[bytes, Properties]] = {}  # by (class, names given)
 # Speed only: received properties without a table (nothing a program can change in place),
-# by (spec, class id, the header's bytes after the body size): the class and the properties.
-_received: dict[tuple[Spec, int, bytes], tuple[SpecClass, dict[str, Any]]] = {}
+# by (spec, the header's bytes but its weight and body size): the class and the properties.
+_received: dict[tuple[Spec, bytes, bytes], tuple[SpecClass, dict[str, Any]]] = {}
 CLASS_METHOD = struct.Struct("!I")  # class id << 16 | method id
 HEADER_START = struct.Struct("!HHQH")  # class, weight, body size, the first property flags
 SHORT = struct.Struct("!H")
@@ -233,21 +233,18 @@ def read_method(spec: Spec, data: bytes) -> tuple[SpecMethod, list[Any]]:
 
 def read_header(spec: Spec, data: bytes) -> ContentHeader:
     """A content header frame's payload; its properties as far as they can be decoded."""
+    key = (spec, data[:2], data[12:])  # the class, the properties' flags and values
+    seen = _received.get(key)
     try:
         class_id, weight, size, word = HEADER_START.unpack_from(data)
-    except struct.error:
-        raise FrameError("content header shorter than its fields") from None
-    key = (spec, class_id, data[12:])  # the properties' flags and values
-    seen = _received.get(key)
-    if seen is not None:  # Speed only: as the last messages' (their own dict all the same)
-        return ContentHeader(seen[0], weight, size, dict(seen[1]))
-    klass = known(spec.classes.byid, class_id, "content header for an unknown class")
-    words, pos = [word], HEADER_START.size
-    try:
+        if seen is not None:  # Speed only: as a message's before (its own dict all the same)
+            return ContentHeader(seen[0], weight, size, dict(seen[1]))
+        klass = known(spec.classes.byid, class_id, "content header for an unknown class")
+        words, pos = [word], HEADER_START.size
         while words[-1] & 1:
             words.append(SHORT.unpack_from(data, pos)[0])
             pos += 2
-    except struct.error:
+    except (IndexError, struct.error):
         raise FrameError("content header shorter than its fields") from None
     names, types, fields = present_properties(klass, tuple(words))
     header = ContentHeader(klass, weight, size, {})
