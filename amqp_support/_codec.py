@@ -139,6 +139,9 @@ _methods: dict[tuple[Spec, int], tuple[SpecMethod, Fields]] = {}  # by (spec, cl
 _encoders: dict[SpecMethod, tuple[bytes, Fields]] = {}  # a method's class and method ids, and its Fields
 _properties: dict[tuple[SpecClass, tuple[int, ...]], Properties] = {}  # by (class, flag words)
 _flags: dict[tuple[SpecClass, tuple[str, ...]], tuple[bytes, Properties]] = {}  # by (class, names given)
+# Speed only: received properties without a table (nothing a program can change in place),
+# by (spec, the header's bytes but its weight and body size): the class and the properties.
+_received: dict[tuple[Spec, bytes, bytes], tuple[SpecClass, dict[str, Any]]] = {}
 CLASS_METHOD = struct.Struct("!I")  # class id << 16 | method id
 HEADER_START = struct.Struct("!HHQH")  # class, weight, body size, the first property flags
 SHORT = struct.Struct("!H")
@@ -204,28 +207,45 @@ def unpack_payload(spec: Spec, kind: int, data: bytes) -> Payload:
         return Body(data)  # bytes, always
     if kind == 8:
         return Heartbeat()
+    if kind == 1:
+        method, args = read_method(spec, data)
+        return Method(method, *args)
+    return read_header(spec, data)
+
+
+def read_method(spec: Spec, data: bytes) -> tuple[SpecMethod, list[Any]]:
+    """The method and arguments of a method frame's payload."""
     method = None
     try:
-        if kind == 1:
-            key = (spec, CLASS_METHOD.unpack_from(data)[0])
-            found = _methods.get(key)
-            if found is None:
-                klass = known(spec.classes.byid, key[1] >> 16, "method frame for an unknown class")
-                method = known(klass.methods.byid, key[1] & 0xFFFF,
-                               "method frame for an unknown method of class %s" % klass.name)
-                found = _methods[key] = (method, Fields([f.type for f in method.fields]))
-            method = found[0]
-            return Method(method, *found[1].decode(data, 4)[0])
+        key = (spec, CLASS_METHOD.unpack_from(data)[0])
+        found = _methods.get(key)
+        if found is None:
+            klass = known(spec.classes.byid, key[1] >> 16, "method frame for an unknown class")
+            method = known(klass.methods.byid, key[1] & 0xFFFF,
+                           "method frame for an unknown method of class %s" % klass.name)
+            found = _methods[key] = (method, Fields([f.type for f in method.fields]))
+        method = found[0]
+        return method, found[1].decode(data, 4)[0]
+    except (IndexError, struct.error):
+        what = "method frame" if method is None else "%s.%s method frame" % (method.klass.name, method.name)
+        raise FrameError("%s shorter than its fields" % what) from None
+
+
+def read_header(spec: Spec, data: bytes) -> ContentHeader:
+    """A content header frame's payload; its properties as far as they can be decoded."""
+    key = (spec, data[:2], data[12:])  # the class, the properties' flags and values
+    seen = _received.get(key)
+    try:
         class_id, weight, size, word = HEADER_START.unpack_from(data)
+        if seen is not None:  # Speed only: as a message's before (its own dict all the same)
+            return ContentHeader(seen[0], weight, size, dict(seen[1]))
         klass = known(spec.classes.byid, class_id, "content header for an unknown class")
         words, pos = [word], HEADER_START.size
         while words[-1] & 1:
             words.append(SHORT.unpack_from(data, pos)[0])
             pos += 2
     except (IndexError, struct.error):
-        what = ("%s.%s method frame" % (method.klass.name, method.name) if method is not None
-                else "method frame" if kind == 1 else "content header")
-        raise FrameError("%s shorter than its fields" % what) from None
+        raise FrameError("content header shorter than its fields") from None
     names, types, fields = present_properties(klass, tuple(words))
     header = ContentHeader(klass, weight, size, {})
     try:
@@ -234,6 +254,10 @@ def unpack_payload(spec: Spec, kind: int, data: bytes) -> Payload:
         # The body size is known: the message is delivered whatever its properties
         # hold; what cannot be decoded is left out and said in property_error.
         header.property_error = decode_properties(data, pos, names, types, header.properties)
+    if header.property_error is None and "table" not in types and len(data) <= 512:  # no value that can change
+        if len(_received) >= 64:
+            _received.clear()
+        _received[key] = (klass, dict(header.properties))
     return header
 
 
