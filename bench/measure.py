@@ -293,6 +293,10 @@ class QueueProbe:
                 since, base = time.monotonic(), (written, cpu)
         self.idle_waits.append(time.monotonic() - started)
 
+    def node_cpu(self):
+        """The CPU seconds the node's Erlang VM has used so far, or None if its process cannot be read."""
+        return beam_usage(self.beam)[1] if self.beam is not None else None
+
     def depth(self, queue=QUEUE):
         return self.chan.queue_declare(queue, durable=True, passive=True).method.message_count
 

@@ -103,6 +103,7 @@ class Client:
     runs: list = field(default_factory=list)  # Run objects
     rates: list = field(default_factory=list)  # msg/s per round, None for a round that did not run it
     steady: list = field(default_factory=list)  # msg/s per round from the first message read or printed
+    node_cpu: list = field(default_factory=list)  # (the node's CPU seconds, elapsed seconds) of each run
 
     @property
     def script(self):
@@ -111,6 +112,15 @@ class Client:
     def cpu_us(self):
         """CPU time per message, µs, median of the runs."""
         return statistics.median(r.cpu / self.count * 1e6 for r in self.runs)
+
+    def node_usage(self):
+        """(the node's CPU µs per message, the cores the client and the node kept busy), medians, as text."""
+        if len(self.node_cpu) != len(self.runs):
+            return "-", "-"
+        node = statistics.median(cpu / self.count * 1e6 for cpu, _ in self.node_cpu)
+        busy = statistics.median((cpu + run.cpu) / seconds for (cpu, seconds), run in zip(self.node_cpu, self.runs,
+                                                                                          strict=True))
+        return f"{node:.0f}", f"{busy:.2f}"
 
     def rss(self):
         """Peak RSS, MiB, median of the runs that saw it (None if none did)."""
@@ -197,6 +207,7 @@ def measure_client(client, url, broker, args, data, line_size):
             broker.purge()
             broker.fill([data[i * line_size:(i + 1) * line_size - 1] for i in range(n)])
         broker.wait_idle()  # no backlog of the producer still being written
+        node_cpu = broker.node_cpu()
         result = run(client.command(url, args), watch_stdout=True, cwd=client.cwd)
         if result.lines != n:
             raise BenchError(f"{client.label} printed {result.lines} lines, not {n}")
@@ -205,8 +216,11 @@ def measure_client(client, url, broker, args, data, line_size):
     else:
         broker.purge()
         broker.wait_idle()  # nor of the consumer's acks
+        node_cpu = broker.node_cpu()
         result = run(client.command(url, args), data[:n * line_size], cwd=client.cwd)
         seconds = broker.wait_depth(n, client.label) - result.started
+    if node_cpu is not None:
+        client.node_cpu.append((broker.node_cpu() - node_cpu, seconds))
     client.runs.append(result)
     client.steady.append(n / (seconds - result.first) if result.first is not None else None)
     return n / seconds
@@ -447,16 +461,23 @@ def startup_note(args, clients):
             continue
         starts = [statistics.median(r.first for r in clients[key].runs if r.first is not None)
                   for key in (ours, anchor)]
+        usage = [clients[key].node_usage() for key in (ours, anchor)]
         rows.append(f"| {what} | {median_ratio(clients, ours, anchor):.2f} | {statistics.median(after):.2f} "
-                    f"| {starts[0] * 1e3:.0f} / {starts[1] * 1e3:.0f} | {since} |")
+                    f"| {starts[0] * 1e3:.0f} / {starts[1] * 1e3:.0f} | {since} "
+                    f"| {clients[ours].cpu_us():.0f} / {clients[anchor].cpu_us():.0f} "
+                    f"| {usage[0][0]} / {usage[1][0]} | {usage[0][1]} / {usage[1][1]} |")
     if not rows:
         return []
-    return ["How much of the gap to a raw client is start-up: the same runs, msg/s from each process's start (as the "
-            "goals count it) and from its first message on (N over the time from then to the end), with how long "
-            "each took to get there (medians). A raw client imports next to nothing; producer.py and consumer.py "
-            "first import Python's and Twisted's modules (see the bare reactor import in One message).", "",
+    return ["Where the gap to a raw client goes, in the same runs: start-up, msg/s from each process's start (as "
+            "the goals count it) and from its first message on (N over the time from then to the end), with how "
+            "long each took to get there; and CPU, the client's and the node's per message, and the cores the two "
+            f"kept busy together, of the machine's {os.cpu_count()} (medians). A raw client imports next to "
+            "nothing and spends almost no CPU; producer.py and consumer.py first import Python's and Twisted's "
+            "modules (see the bare reactor import in One message). With every core busy, the CPU a client spends "
+            "is CPU the node does not get.", "",
             "| ours / raw client | msg/s from start, median ratio | after start-up | ms to the first message, "
-            "ours / raw | first message |", "| --- | ---: | ---: | ---: | --- |", *rows, ""]
+            "ours / raw | first message | client CPU µs/msg, ours / raw | node's CPU µs/msg | cores busy |",
+            "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |", *rows, ""]
 
 
 def against_baseline(args, clients, single):
@@ -553,11 +574,16 @@ def report(args, clients, single, big, large, header, profile, idle_waits):
         "",
         "## Throughput",
         "",
-        "| client | msg/s, min | median | max | CPU µs/msg | peak RSS MiB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"The node's CPU is its Erlang VM's (/proc) over the same time as msg/s; cores busy: the client's and the "
+        f"node's CPU time over that time, of the machine's {os.cpu_count()}.",
+        "",
+        "| client | msg/s, min | median | max | CPU µs/msg | node's CPU µs/msg | cores busy | peak RSS MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in clients.values():
-        out.append(f"| {c.label} | {' | '.join(spread(c.rates))} | {c.cpu_us():.0f} | {mib(c.rss())} |")
+        node, busy = c.node_usage()
+        out.append(f"| {c.label} | {' | '.join(spread(c.rates))} | {c.cpu_us():.0f} | {node} | {busy} "
+                   f"| {mib(c.rss())} |")
     if not AMQP_PUBLISH:
         out += ["", f"Not measured: {AMQP_TOOLS_HINT}."]
     out += ["", "amqp-consume (amqp-tools) has no fair consumer comparison: it starts a new process (the command "
