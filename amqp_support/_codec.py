@@ -1,9 +1,10 @@
 """Frames in and out, byte for byte, in place of txamqp 0.8.2's codec: its own
 sizes a str in characters but writes it in UTF-8, decodes any UTF-8 body frame
 to str, knows four field-table types and reads a bit after other fields from
-an octet it read before. This one reads and writes the same payload objects
-(txamqp.connection's Method, Header, Body, Heartbeat), keeps bodies as bytes
-and reads every field-table type of AMQP 0-9-1 and RabbitMQ.
+an octet it read before. This one writes txamqp.connection's payload objects
+(Method, Header, Body, Heartbeat) and reads a method frame into its method and
+arguments (read_method), a content header into a ContentHeader (read_header);
+it keeps bodies as bytes and reads every field-table type of AMQP 0-9-1 and RabbitMQ.
 
 Each list of field types (a method's arguments, the properties a content header
 has) is compiled once into steps that struct reads and writes at once: a run
@@ -199,18 +200,6 @@ def pack_frame(channel: int, payload: Payload) -> bytes:
     else:
         data = payload.content if kind is Body else b""  # Heartbeat: nothing
     return b"".join((FRAME_HEADER.pack(PAYLOAD_TYPES[kind], channel, len(data)), data, b"\xce"))
-
-
-def unpack_payload(spec: Spec, kind: int, data: bytes) -> Payload:
-    """A txamqp payload object from the bytes of one frame's payload."""
-    if kind == 3:
-        return Body(data)  # bytes, always
-    if kind == 8:
-        return Heartbeat()
-    if kind == 1:
-        method, args = read_method(spec, data)
-        return Method(method, *args)
-    return read_header(spec, data)
 
 
 def read_method(spec: Spec, data: bytes) -> tuple[SpecMethod, list[Any]]:

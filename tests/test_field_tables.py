@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 from txamqp import spec as amqp_spec
 
-from amqp_support._codec import Fields, FrameError, decode_fields, encode_field_table, unpack_payload
+from amqp_support._codec import Fields, FrameError, decode_fields, encode_field_table
+from frames import unpack_payload
 from helpers import ROOT
 
 SPECS = {name: amqp_spec.load(str(ROOT / name)) for name in ("amqp0-8.xml", "amqp0-9-1.xml")}

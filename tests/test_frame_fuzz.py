@@ -24,6 +24,7 @@ from amqp_support._codec import pack_frame
 from amqp_support._errors import FrameError
 from amqp_support import explain
 from helpers import PASSWORD, ROOT
+from frames import unpack_payload
 
 SPECS = {name: amqp_spec.load(str(ROOT / name)) for name in ("amqp0-8.xml", "amqp0-9-1.xml")}
 
@@ -256,18 +257,18 @@ def test_codec_writes_what_txamqp_writes_and_reads_it_back(name, data):
     frame = pack_frame(1, Method(method, *values))
     if all(map(txamqp_is_right, values)):
         assert frame[11:-1] == txamqp_encoding(types, values)
-    decoded = _codec.unpack_payload(spec, 1, frame[7:-1])
+    decoded = unpack_payload(spec, 1, frame[7:-1])
     assert decoded.method is method and list(decoded.args) == [as_decoded(v) for v in values]
     header = data.draw(headers(spec))
     _codec._received.clear()  # decoded, not remembered (read_header, speed only)
     payload = pack_frame(1, header)[7:-1]
-    decoded = _codec.unpack_payload(spec, 2, payload)
+    decoded = unpack_payload(spec, 2, payload)
     assert decoded.properties == {k: as_decoded(v) for k, v in header.properties.items()}
     assert decoded.size == header.size and decoded.property_error is None
     # Again, and with another body size: from what read_header remembers, if it does, the same.
     size = data.draw(st.integers(0, 2**64 - 1))
     for again in (payload, payload[:4] + struct.pack("!Q", size) + payload[12:]):
-        got = _codec.unpack_payload(spec, 2, again)
+        got = unpack_payload(spec, 2, again)
         assert vars(got) == {**vars(decoded), "size": struct.unpack_from("!Q", again, 4)[0]}
         assert got.properties is not decoded.properties
 
@@ -281,7 +282,7 @@ def test_a_field_cut_short_at_the_end_of_a_frame_is_a_frame_error(cut):
     deliver = spec.classes.byname["basic"].methods.byname["deliver"]
     payload = pack_frame(1, Method(deliver, "tag", 1, False, "exchange", "a routing key"))[7:-1]
     with pytest.raises(FrameError, match="basic.deliver method frame shorter than its fields"):
-        _codec.unpack_payload(spec, 1, payload[:-cut])
+        unpack_payload(spec, 1, payload[:-cut])
 
 # No method of our two spec files has more than eight bits in a row (AMQP
 # packs eight to an octet, then starts the next): a spec file of a user's may.
@@ -305,7 +306,7 @@ def test_more_than_eight_bits_in_a_row_take_two_octets(values):
     assert len(payload) == 4 + 2 + 2 + 1  # class and method ids, two octets of bits, "q", one more octet
     assert payload[4:] == txamqp_encoding([f.type for f in method.fields], [*values, "q", True])
     # Read back as written (txamqp's decoder takes the last bit from the second octet of bits).
-    assert list(_codec.unpack_payload(spec, 1, payload).args) == [*values, "q", True]
+    assert list(unpack_payload(spec, 1, payload).args) == [*values, "q", True]
 
 
 PROPERTIES = {"delivery-mode": st.integers(1, 2), "content-type": st.text(max_size=10),

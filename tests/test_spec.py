@@ -17,7 +17,8 @@ from txamqp.connection import Body, Frame, Header, Method
 
 from amqp_support import _client as our_client
 from amqp_support._codec import FRAME_END, FRAME_HEADER
-from amqp_support._codec import pack_frame, unpack_payload
+from amqp_support._codec import pack_frame
+from frames import unpack_payload
 from amqp_support import _spec as our_spec
 
 ROOT = Path(__file__).resolve().parent.parent
