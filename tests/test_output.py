@@ -8,7 +8,10 @@ import os
 import subprocess
 import time
 
+import pytest
+
 import helpers
+from command_line.output import Lines, OutputFailed
 from helpers import ROOT, run_script
 
 
@@ -79,3 +82,48 @@ def test_stdout_on_a_full_disk(broker, names):
     assert line == "consumer.py: error: cannot write to stdout: No space left on device; 0 message(s) printed"
     time.sleep(0.5)
     assert helpers.get_all(broker.url, names.queue) == [b"one", b"two"]
+
+
+class Stream:
+    """What Lines writes to, call by call (an unbuffered sys.stdout writes each call at once)."""
+
+    def __init__(self):
+        self.writes, self.flushes = [], 0
+
+    def write(self, text):
+        self.writes.append(text)
+
+    def flush(self):
+        self.flushes += 1
+
+
+def test_lines_go_out_together_at_the_flush():
+    stream = Stream()
+    out = Lines(stream)
+    for n in range(100):
+        out.write("line %d" % n)
+    assert stream.writes == [] and out.printed == 0
+    out.flush()
+    assert stream.writes == ["".join("line %d\n" % n for n in range(100))] and stream.flushes == 1
+    assert out.printed == 100
+    out.flush()  # nothing waiting: nothing written
+    assert len(stream.writes) == 1 and out.printed == 100
+
+
+def test_lines_wait_for_at_most_about_64_kib():
+    stream = Stream()
+    out = Lines(stream)
+    line = "x" * 999
+    for _ in range(200):  # 200,000 characters with their newlines
+        out.write(line)
+    assert [len(text) for text in stream.writes] == [66_000] * 3  # 66 lines each: the first 65,536 characters or more
+    assert out.printed == 0  # written, not flushed: not printed yet
+    out.flush()
+    assert "".join(stream.writes) == (line + "\n") * 200 and out.printed == 200
+
+
+def test_lines_to_a_closed_stdout_fail_at_the_flush_saying_what_was_printed():
+    out = Lines(None)
+    out.write("a")
+    with pytest.raises(OutputFailed, match="^stdout was closed; 0 message\\(s\\) printed$"):
+        out.flush()
