@@ -27,6 +27,11 @@ HERE = Path(__file__).resolve().parent
 PY = sys.executable
 EXCHANGE, QUEUE, KEY = "bench_exchange", "bench_queue", "bench_key"
 PIPE_PAGE = 4096
+# Every client runs with Python's default buffering of stdout, whatever the bench's own
+# environment says: with PYTHONUNBUFFERED set (some shells, CI runners and many container
+# images set it) each print of pika's consumer would be a system call of its own, and the
+# comparison would measure that instead of the client.
+CLIENT_ENV = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
 TIMEOUT = 900  # seconds any one process may take before the bench kills it
 
 
@@ -151,7 +156,7 @@ def run(cmd, stdin_data=None, watch_stdout=False, cwd=ROOT):
         if watch_stdout:
             drain_fd, stdout = os.pipe()
         started = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdin=stdin, stdout=stdout, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdin=stdin, stdout=stdout, stderr=err, env=CLIENT_ENV)
         if stdin_data is not None:
             os.close(stdin)
             threads.append(threading.Thread(target=feed, args=(feed_fd, stdin_data, started, box)))

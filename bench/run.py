@@ -553,7 +553,8 @@ def report(args, clients, single, big, large, header, profile, idle_waits):
         "as one line on stdout (a pipe the bench drains) and acked, from start until the process exited having "
         "printed N lines, with the queue then empty. Figures are min / median / max over the rounds; CPU "
         "(user + system time of the process per message) and peak RSS are medians. pika, aio-pika and "
-        "amqp-publish speak AMQP 0-9-1.",
+        "amqp-publish speak AMQP 0-9-1. Every client ran without PYTHONUNBUFFERED in its environment (Python's "
+        "default: stdout into a pipe is buffered), whatever the bench's own.",
         "",
         "What each client does. Producers: producer.py with amqp0-9-1.xml, persistent and mandatory messages "
         "with publisher confirms, at most 1,000 unconfirmed; with amqp0-8.xml, transactions of up to 1,000 "
