@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+import struct
 from collections.abc import Generator, Iterable, Sequence
 from time import time
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -25,7 +26,7 @@ from txamqp import client, message, protocol, queue
 from txamqp.connection import Body, Frame, Header, Method
 from txamqp.content import Content
 
-from amqp_support._codec import (CLASS_METHOD, FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, ContentHeader,
+from amqp_support._codec import (CLASS_METHOD, FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, ContentHeader, Fields,
                                  MessageFrames, Spec, SpecClass, SpecMethod, pack_frame, read_header, read_method)
 from amqp_support._errors import (ConsumerCancelled, CutMidFrame, FrameError, HeartbeatMissed, LoginRefused,
                                   ProtocolRefused, UnexpectedMethod, UnsupportedTxamqp)
@@ -351,6 +352,8 @@ class AMQClient(protocol.AMQClient):
         self._arrivals: dict[str, list[Message]] = {}  # the deliveries of this read, by consumer tag
         self._delivery = spec.classes.byname["basic"].methods.byname["deliver"]
         self._delivery_id = CLASS_METHOD.pack(self._delivery.klass.id << 16 | self._delivery.id)
+        self._delivery_fields = Fields([f.type for f in self._delivery.fields])  # for read_delivery()
+        self._delivery_positions = Message(self._delivery, [])._positions
         self.message_frames = MessageFrames(self.MAX_LENGTH)
         self._quiet = True  # nothing sent since the heartbeat timer last ran
         self._unsent: list[bytes] = []  # what write_soon() holds until the reactor turns
@@ -484,9 +487,11 @@ class AMQClient(protocol.AMQClient):
 
     def read_delivery(self, data: bytes, start: int, end: int, limit: int) -> int:
         """Speed only: a basic.deliver frame from start to end, and right after it on its
-        channel its content header and its body in one frame, at once; where they end.
-        0 if anything is unusual (a frame not all there, another channel, a body in
-        several frames): receive() then takes the frames one by one, and says what is wrong."""
+        channel its content header and its body in one frame, at once, into this read's
+        arrivals (as deliver() puts them); where they end. 0 if anything is unusual (a frame
+        not all there, another channel, a body in several frames, fields that do not fit
+        their frame, a closed channel): receive() then takes the frames one by one, and
+        says what is wrong."""
         channel = FRAME_HEADER.unpack_from(data, start)[1]
         ch = self.channels.get(channel)
         if ch is None or channel in self._incoming or len(data) - end < 8:
@@ -495,7 +500,12 @@ class AMQClient(protocol.AMQClient):
         after = end + 9 + size  # after the header frame
         if kind != 2 or on != channel or size + 8 > limit or len(data) < after or data[after - 1] != FRAME_END:
             return 0
-        method, args = read_method(self.spec, data[start + 7:end])
+        try:
+            args, pos = self._delivery_fields.decode(data, start + 11)
+        except (IndexError, struct.error):
+            return 0
+        if pos > end:
+            return 0
         header = read_header(self.spec, data[end + 8:after - 1])
         body = b""
         if header.size:
@@ -508,7 +518,11 @@ class AMQClient(protocol.AMQClient):
             body, after = data[after + 7:after + 7 + size], after + 8 + size
         if header.weight:
             return 0
-        self.deliver(ch, self.message(method, args, ReceivedContent(body, header.properties, header.property_error)))
+        if ch.closed or self.dispatch_failed:
+            return 0
+        msg = Message(self._delivery, args, ReceivedContent(body, header.properties, header.property_error),
+                      self._delivery_positions)
+        self._arrivals.setdefault(args[0], []).append(msg)  # args[0]: its consumer tag, as deliver() does
         return after
 
     def receive(self, channel: int, kind: int, payload: bytes) -> None:

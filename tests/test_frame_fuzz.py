@@ -16,7 +16,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from txamqp import spec as amqp_spec
 from txamqp.connection import Header, Method
-from txamqp.queue import Closed
+from txamqp.queue import Closed, TimeoutDeferredQueue
 
 from amqp_support import _codec
 from amqp_support._client import AMQClient
@@ -374,7 +374,8 @@ def deliveries(draw, spec):
     """The bytes of a few basic.deliver messages as a broker sends them, now and then
     with something unusual about them: a body in several frames or none, properties
     that cannot be decoded, a heartbeat or another method in the middle, another
-    channel, a body frame longer or a header weightier than announced, a frame cut."""
+    channel, a body frame longer or a header weightier than announced, a method
+    frame shorter than its fields, a frame cut."""
     basic = spec.classes.byname["basic"]
     headers_bit = 1 << (15 - [f.name for f in basic.fields].index("headers"))
     stream = b""
@@ -384,7 +385,7 @@ def deliveries(draw, spec):
         props = draw(st.sampled_from([{}, {"delivery-mode": 2}, {"delivery-mode": 2, "content-type": "text/plain"},
                                       {"headers": {"k": "v", "n": 1}}, {"priority": 9, "message-id": "\xe9"}]))
         odd = draw(st.sampled_from(["none"] * 6 + ["split body", "bad properties", "heartbeat", "method",
-                                                   "long body", "weight"]))
+                                                   "long body", "weight", "short method"]))
         header = pack_frame(channel, Header(basic, odd == "weight", len(body), **props))
         if odd == "bad properties":  # a headers table with a type letter AMQP does not have
             header = frame(2, channel, struct.pack("!HHQH", 60, 0, len(body), headers_bit)
@@ -393,22 +394,28 @@ def deliveries(draw, spec):
         chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True) if body[a:b]]
         if odd == "long body":
             chunks = [body + b"!"]
-        stream += method(spec, "basic.deliver", channel=channel, consumer_tag="t", delivery_tag=tag,
+        deliver = method(spec, "basic.deliver", channel=channel, consumer_tag="t", delivery_tag=tag,
                          exchange="x", routing_key="\xe9" * tag)
+        if odd == "short method":  # its routing key runs past the end of its frame, into the next
+            deliver = frame(1, channel, deliver[7:-2])
+        stream += deliver
         stream += frame(8, 0, b"") if odd == "heartbeat" else b""
         stream += method(spec, "basic.deliver", channel=channel, consumer_tag="t") if odd == "method" else b""
         stream += header + b"".join(frame(3, channel, chunk) for chunk in chunks)
     return stream[:-draw(st.integers(0, 3))] or stream  # now and then the last frame cut
 
 
-def delivered(spec, chunks):
-    """What a consumer gets from the chunks read one after the other, and how the connection ended."""
+def delivered(spec, chunks, closed=False):
+    """What a consumer gets from the chunks read one after the other, and how the connection
+    ended; closed: with channel 1 closed on our side first."""
     client, transport, waiting = connected_client(spec, "channel open")
     client.dataReceived(method(spec, "basic.consume-ok", channel=1, consumer_tag="t"))
+    if closed:
+        client.channels[1].close(None)
     for chunk in chunks:
         client.dataReceived(chunk)
     got = [(msg.method.name, msg.fields, msg.content.body, msg.content.properties, msg.content.property_error)
-           for msg in client.consumer_queue("t").pending]
+           for msg in client.consumer_queue("t").pending if msg is not TimeoutDeferredQueue.END]
     return got, transport.disconnecting, client.reason and explain(client.reason), client._buffer
 
 
@@ -426,3 +433,17 @@ def test_deliveries_read_whole_are_deliveries_read_frame_by_frame(name, data):
     by_frame = delivered(spec, [stream[i:i + 1] for i in range(len(stream))])
     assert delivered(spec, [stream]) == by_frame
     assert delivered(spec, some_reads) == by_frame
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_a_delivery_on_a_closed_channel_read_whole_is_as_read_frame_by_frame(name, logged_errors):
+    # As txamqp: a delivery on a channel the client has closed is a failed dispatch,
+    # which ends the connection, however the delivery's frames came.
+    spec = SPECS[name]
+    basic = spec.classes.byname["basic"]
+    stream = (method(spec, "basic.deliver", channel=1, consumer_tag="t", delivery_tag=1)
+              + pack_frame(1, Header(basic, 0, 1)) + frame(3, 1, b"x"))
+    whole = delivered(spec, [stream], closed=True)
+    assert whole == delivered(spec, [stream[i:i + 1] for i in range(len(stream))], closed=True)
+    assert whole[0] == [] and whole[1]  # nothing delivered, the connection ended
+    logged_errors.clear()
