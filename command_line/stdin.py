@@ -15,7 +15,6 @@ from amqp_support import Failed
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from io import BufferedReader
 
     from twisted.internet.interfaces import IReactorFromThreads
 
@@ -44,8 +43,12 @@ class MessageBodies:
         self.more = threading.Event()  # the thread may read on
         self.more.set()
         if not self.ended:
-            stdin = sys.stdin.buffer if sys.stdin is not None else None  # None: closed (`0<&-`)
-            threading.Thread(target=self.read, args=(stdin,), daemon=True).start()
+            # The thread reads the file descriptor itself, not sys.stdin.buffer: a read of a
+            # BufferedReader holds its lock, and one that returns as Python exits (the writer
+            # gone with the same Ctrl-C) would keep it, so that Python aborts ("could not
+            # acquire lock ... at interpreter shutdown") instead of exiting with our status.
+            fd = sys.stdin.fileno() if sys.stdin is not None else None  # None: closed (`0<&-`)
+            threading.Thread(target=self.read, args=(fd,), daemon=True).start()
 
     def __iter__(self) -> MessageBodies:
         return self
@@ -87,14 +90,14 @@ class MessageBodies:
         if self.error is not None:
             raise Failed("cannot read stdin: %s; the broker had taken %d message(s)" % (self.error, sent))
 
-    def read(self, stream: BufferedReader | None) -> None:
+    def read(self, fd: int | None) -> None:
         """In the thread: stdin in chunks, each handed to the reactor."""
         while True:
             self.more.wait()
             try:
-                if stream is None:
+                if fd is None:
                     raise OSError(errno.EBADF, "it is closed")
-                chunk = stream.read1(1 << 16)
+                chunk = os.read(fd, 1 << 16)
             except OSError as e:  # write-only (EBADF), a terminal gone (EIO), ...
                 self.reactor.callFromThread(self.failed, e.strerror or str(e))
                 return

@@ -71,3 +71,23 @@ def test_signal_says_what_the_broker_had_taken(sig, spec, broker, names):
     assert line == ("producer.py: error: interrupted by %s before the end (the broker had taken 3 message(s);"
                     " 0 more were sent but not confirmed)" % signal.Signals(sig).name)
     proc.stdin.close()
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_stdin_that_ends_as_the_producer_stops(spec, broker, names):
+    # Ctrl-C in `tail -f log | producer.py SPEC -` stops the writer too: stdin ends
+    # while the producer stops. Whenever that comes, the producer says one line and
+    # exits 1 (its reader thread held stdin's lock across such a read, and Python
+    # aborted: "could not acquire lock for <_io.BufferedReader name='<stdin>'> at
+    # interpreter shutdown"). Each delay closes stdin (communicate() in one_line) at
+    # another moment of the stop.
+    for n, delay in enumerate((0.01, 0.03, 0.05, 0.07), 1):
+        proc = producer(broker, names, spec, subprocess.PIPE)
+        proc.stdin.write(b"%d\n" % n)
+        proc.stdin.flush()
+        helpers.wait_for_depth(broker.url, names.queue, n)  # with amqp0-8.xml: committed as stdin went quiet
+        time.sleep(0.5)  # the confirm (or commit-ok) reaches the producer
+        proc.send_signal(signal.SIGINT)
+        time.sleep(delay)
+        assert one_line(proc) == ("producer.py: error: interrupted by SIGINT before the end (the broker had taken"
+                                  " 1 message(s); 0 more were sent but not confirmed)")
