@@ -353,7 +353,7 @@ class AMQClient(protocol.AMQClient):
         self._delivery = spec.classes.byname["basic"].methods.byname["deliver"]
         self._delivery_id = CLASS_METHOD.pack(self._delivery.klass.id << 16 | self._delivery.id)
         self._delivery_fields = Fields([f.type for f in self._delivery.fields])  # for read_delivery()
-        self._delivery_positions = Message(self._delivery, [])._positions
+        self._delivery_positions = self._positions[self._delivery] = Message(self._delivery, [])._positions
         self.message_frames = MessageFrames(self.MAX_LENGTH)
         self._quiet = True  # nothing sent since the heartbeat timer last ran
         self._unsent: list[bytes] = []  # what write_soon() holds until the reactor turns
@@ -494,7 +494,7 @@ class AMQClient(protocol.AMQClient):
         says what is wrong."""
         channel = FRAME_HEADER.unpack_from(data, start)[1]
         ch = self.channels.get(channel)
-        if ch is None or channel in self._incoming or len(data) - end < 8:
+        if ch is None or ch.closed or self.dispatch_failed or channel in self._incoming or len(data) - end < 8:
             return 0
         kind, on, size = FRAME_HEADER.unpack_from(data, end + 1)
         after = end + 9 + size  # after the header frame
@@ -517,8 +517,6 @@ class AMQClient(protocol.AMQClient):
                 return 0
             body, after = data[after + 7:after + 7 + size], after + 8 + size
         if header.weight:
-            return 0
-        if ch.closed or self.dispatch_failed:
             return 0
         msg = Message(self._delivery, args, ReceivedContent(body, header.properties, header.property_error),
                       self._delivery_positions)
