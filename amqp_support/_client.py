@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import platform
-import struct
 from collections.abc import Generator, Iterable, Sequence
 from time import time
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -26,8 +25,9 @@ from txamqp import client, message, protocol, queue
 from txamqp.connection import Body, Frame, Header, Method
 from txamqp.content import Content
 
-from amqp_support._codec import (CLASS_METHOD, FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, ContentHeader, Fields,
-                                 MessageFrames, Spec, SpecClass, SpecMethod, pack_frame, read_header, read_method)
+from amqp_support._codec import (CLASS_METHOD, FRAME_END, FRAME_HEADER, PAYLOAD_TYPES, PAYLOADS, ContentHeader,
+                                 DeliveryFields, MessageFrames, Spec, SpecClass, SpecMethod, pack_frame, read_header,
+                                 read_method)
 from amqp_support._errors import (ConsumerCancelled, CutMidFrame, FrameError, HeartbeatMissed, LoginRefused,
                                   ProtocolRefused, UnexpectedMethod, UnsupportedTxamqp)
 from amqp_support._protocol import protocol_header
@@ -114,7 +114,8 @@ class Message(message.Message):
                  positions: dict[str, int] | None = None) -> None:
         if positions is None:
             positions = {name: method.fields.index(field) for name, field in method.fields.bypyname.items()}
-        self.__dict__.update(method=method, fields=fields, content=content, _positions=positions)
+        attrs = self.__dict__  # txamqp's __setattr__ sets fields: these are not
+        attrs["method"], attrs["fields"], attrs["content"], attrs["_positions"] = method, fields, content, positions
 
     def __getattr__(self, attr: str) -> Any:
         # Only for the method's fields: what __init__ set is in __dict__.
@@ -352,7 +353,7 @@ class AMQClient(protocol.AMQClient):
         self._arrivals: dict[str, list[Message]] = {}  # the deliveries of this read, by consumer tag
         self._delivery = spec.classes.byname["basic"].methods.byname["deliver"]
         self._delivery_id = CLASS_METHOD.pack(self._delivery.klass.id << 16 | self._delivery.id)
-        self._delivery_fields = Fields([f.type for f in self._delivery.fields])  # for read_delivery()
+        self._delivery_fields = DeliveryFields([f.type for f in self._delivery.fields])  # for read_delivery()
         self._delivery_positions = self._positions[self._delivery] = Message(self._delivery, [])._positions
         self.message_frames = MessageFrames(self.MAX_LENGTH)
         self._quiet = True  # nothing sent since the heartbeat timer last ran
@@ -472,7 +473,7 @@ class AMQClient(protocol.AMQClient):
                     raise FrameError("frame does not end with 0xCE but with 0x%02X" % data[end])
                 self._frames_seen = True
                 if kind == 1 and data[start + 7:start + 11] == self._delivery_id:
-                    after = self.read_delivery(data, start, end, limit)
+                    after = self.read_delivery(data, channel, start, end, limit)
                     if after:
                         start = after
                         continue
@@ -485,14 +486,13 @@ class AMQClient(protocol.AMQClient):
         if start and self.heartbeatInterval > 0 and not self.closed:
             self.reschedule_check_heartbeat()  # once per read, not per frame
 
-    def read_delivery(self, data: bytes, start: int, end: int, limit: int) -> int:
+    def read_delivery(self, data: bytes, channel: int, start: int, end: int, limit: int) -> int:
         """Speed only: a basic.deliver frame from start to end, and right after it on its
         channel its content header and its body in one frame, at once, into this read's
         arrivals (as deliver() puts them); where they end. 0 if anything is unusual (a frame
         not all there, another channel, a body in several frames, fields that do not fit
         their frame, a closed channel): receive() then takes the frames one by one, and
         says what is wrong."""
-        channel = FRAME_HEADER.unpack_from(data, start)[1]
         ch = self.channels.get(channel)
         if ch is None or ch.closed or self.dispatch_failed or channel in self._incoming or len(data) - end < 8:
             return 0
@@ -500,11 +500,8 @@ class AMQClient(protocol.AMQClient):
         after = end + 9 + size  # after the header frame
         if kind != 2 or on != channel or size + 8 > limit or len(data) < after or data[after - 1] != FRAME_END:
             return 0
-        try:
-            args, pos = self._delivery_fields.decode(data, start + 11)
-        except (IndexError, struct.error):
-            return 0
-        if pos > end:
+        args = self._delivery_fields.decode(data, start + 11, end)
+        if args is None:
             return 0
         header = read_header(self.spec, data[end + 8:after - 1])
         body = b""

@@ -10,7 +10,8 @@ Each list of field types (a method's arguments, the properties a content header
 has) is compiled once into steps that struct reads and writes at once: a run
 of numbers, a run of bits, a string, a table. MessageFrames, speed only, also
 keeps the frames of the last messages published, which differ from the next
-only in the body.
+only in the body; DeliveryFields, speed only, the parts of basic.deliver that
+repeat from one delivery to the next.
 """
 
 import struct
@@ -134,6 +135,42 @@ class Fields:
                 pos += step.size  # type: ignore[union-attr]
         return values, pos
 
+
+
+class DeliveryFields:
+    """Speed only: basic.deliver's fields (consumer-tag, delivery-tag, redelivered,
+    exchange, routing-key in both spec files). The consumer tag, exchange and routing
+    key repeat from one delivery to the next: once decoded they are kept by their
+    bytes, and only the delivery tag and redelivered are read anew. Fields of other
+    types, or bytes not seen before: Fields.decode."""
+
+    SHAPE = ["shortstr", "longlong", "bit", "shortstr", "shortstr"]
+    KEEP = 64  # the most kept: forgotten all at once past it (a routing key per message, say)
+
+    def __init__(self, types: Sequence[str]) -> None:
+        self.fields = Fields(types)
+        self.same_shape = list(types) == self.SHAPE
+        self._seen: dict[tuple[bytes, bytes], tuple[str | bytes, str | bytes, str | bytes]] = {}
+
+    def decode(self, data: bytes, pos: int, end: int) -> list[Any] | None:
+        """The values of the fields in data from pos, which end by end; None if they do not fit."""
+        if self.same_shape:
+            tag = pos + 1 + data[pos]  # after the consumer tag, the delivery tag
+            key = data[pos:tag], data[tag + 9:end]  # the consumer tag; the exchange and the routing key
+            seen = self._seen.get(key)
+            if seen is not None:  # the same bytes as a delivery before: all but the delivery tag fits
+                return [seen[0], LONGLONG.unpack_from(data, tag)[0], data[tag + 8] & 1 != 0, seen[1], seen[2]]
+        try:
+            values, after = self.fields.decode(data, pos)
+        except (IndexError, struct.error):
+            return None
+        if after > end:
+            return None
+        if self.same_shape:
+            if len(self._seen) >= self.KEEP:
+                self._seen.clear()
+            self._seen[key] = (values[0], values[3], values[4])
+        return values
 
 Properties = tuple[list[str], list[str], Fields]  # the names and types of properties present, their Fields
 _methods: dict[tuple[Spec, int], tuple[SpecMethod, Fields]] = {}  # by (spec, class id << 16 | method id)
@@ -346,6 +383,7 @@ FIELD_NUMBERS = {ord(letter): struct.Struct(fmt) for letter, fmt in {
     "L": "!q", "l": "!q", "f": "!f", "d": "!d", "T": "!Q",  # T: seconds since 1970, UTC
 }.items()}
 LONG = struct.Struct("!I")
+LONGLONG = struct.Struct("!Q")
 DECIMAL = struct.Struct("!Bi")  # places, then the digits as a signed 32-bit integer
 LONG_STRING, BYTES, TABLE, ARRAY, BOOLEAN, DECIMAL_NUMBER, VOID = b"SxFAtDV"
 

@@ -284,6 +284,33 @@ def test_a_field_cut_short_at_the_end_of_a_frame_is_a_frame_error(cut):
     with pytest.raises(FrameError, match="basic.deliver method frame shorter than its fields"):
         unpack_payload(spec, 1, payload[:-cut])
 
+DELIVERY_TEXT = st.sampled_from(["", "t", "amq.ctag-1", "é", b"\xff", "x" * 255])
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@settings(max_examples=300, deadline=None)
+@given(deliveries=st.lists(st.tuples(DELIVERY_TEXT, st.integers(0, 2**64 - 1), st.integers(0, 255),
+                                     DELIVERY_TEXT, DELIVERY_TEXT, st.integers(-3, 3)), min_size=1, max_size=12))
+def test_delivery_fields_read_what_fields_read(name, deliveries):
+    """DeliveryFields (speed only: the consumer tag, exchange and routing key of a
+    delivery kept by their bytes) gives what Fields gives for the same bytes, from
+    the first delivery of a connection on; None where the fields run past their frame
+    (cut > 0: the frame ends that many bytes early, the read goes on after it)."""
+    deliver = SPECS[name].classes.byname["basic"].methods.byname["deliver"]
+    fields = _codec.Fields([f.type for f in deliver.fields])
+    reader = _codec.DeliveryFields([f.type for f in deliver.fields])
+    assert reader.same_shape
+    for tag, number, octet, exchange, key, cut in deliveries:
+        payload = bytearray(pack_frame(1, Method(deliver, tag, number, False, exchange, key))[11:-1])
+        payload[len(payload) - len(exchange.encode() if isinstance(exchange, str) else exchange)
+                - len(key.encode() if isinstance(key, str) else key) - 3] = octet  # redelivered, and bits unused
+        data = bytes(payload) + b"\xce" + bytes(range(40))  # the frame end, then the next frames of the read
+        end = len(payload) - max(cut, 0)
+        values, after = fields.decode(data, 0)
+        assert reader.decode(data, 0, end) == (values if after <= end else None)
+        assert values[2] == bool(octet & 1)
+
+
 # No method of our two spec files has more than eight bits in a row (AMQP
 # packs eight to an octet, then starts the next): a spec file of a user's may.
 MANY_BITS = b"""<?xml version="1.0"?>
