@@ -136,7 +136,6 @@ class Fields:
         return values, pos
 
 
-
 class DeliveryFields:
     """Speed only: basic.deliver's fields (consumer-tag, delivery-tag, redelivered,
     exchange, routing-key in both spec files). The consumer tag, exchange and routing
@@ -171,6 +170,7 @@ class DeliveryFields:
                 self._seen.clear()
             self._seen[key] = (values[0], values[3], values[4])
         return values
+
 
 Properties = tuple[list[str], list[str], Fields]  # the names and types of properties present, their Fields
 _methods: dict[tuple[Spec, int], tuple[SpecMethod, Fields]] = {}  # by (spec, class id << 16 | method id)

@@ -121,7 +121,7 @@ def script(parser: ArgumentParser) -> Callable[[Main], Run]:
         def run(reactor: IScriptReactor, *argv: str) -> Deferred[None]:
             # What the imports made (some 40,000 objects) lives as long as the
             # process: frozen, the garbage collector no longer walks it
-            # (bench/README.md, "One message").
+            # (docs/benchmark.md, "Where the time goes": Start-up).
             gc.freeze()
             args = parse_args(parser, argv)
             stderr.start(parser.prog, live=not args.verbose)
@@ -132,7 +132,10 @@ def script(parser: ArgumentParser) -> Callable[[Main], Run]:
             interruption = Interruption(reactor, d)
             # After reactor.run() has installed its own handlers, to replace them.
             reactor.callWhenRunning(interruption.install)
-            return d.addErrback(exit_with_one_line, args.verbose, interruption).addBoth(end_at_exit)
+            d.addErrback(exit_with_one_line, args.verbose, interruption)
+            if main.__module__ == "__main__":  # the script run as a program, not imported (a test's)
+                d.addBoth(end_at_exit)
+            return d
         return run
     return decorate
 
@@ -163,7 +166,7 @@ def end_at_exit(result: object) -> object:
     exit (its threads joined, what atexit was given since run) with os._exit and
     the status task.react exits with. Python's own teardown of every module and
     object the imports made took some 10 ms more, about 4% of sending one message
-    (bench/README.md, "One message")."""
+    (docs/benchmark.md, "Where the time goes": Start-up)."""
     code: object = 0
     if isinstance(result, Failure):
         code = result.value.code if isinstance(result.value, SystemExit) else 1

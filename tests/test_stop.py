@@ -3,6 +3,8 @@ closes channel and connection, exits 0, and the stop loses and duplicates
 nothing: every message is either printed once or still in the queue."""
 
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -61,3 +63,32 @@ def test_signal_while_waiting(spec, broker, names, spawn):
     assert "closing AMQP connection" in logged
     assert "unexpectedly closed" not in logged
     assert broker.ctl("list_consumers", "queue_name").strip() == ""
+
+
+# Run as `python -c END_CHECK SCRIPT ARGS...`: the script as __main__, after a handler
+# that Python's own teardown would run at exit.
+END_CHECK = ("import atexit, runpy, sys\n"
+             "atexit.register(print, 'teardown ran', file=sys.stderr)\n"
+             "del sys.argv[0]\n"
+             "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
+@pytest.mark.parametrize("spec", ["amqp0-8.xml", "amqp0-9-1.xml"])
+def test_a_script_ends_with_its_status_and_output_without_pythons_teardown(broker, names, spec):
+    """running.end_at_exit (speed only): once main's result is known the process ends
+    with os._exit, its output flushed and its exit status that of task.react; what
+    was registered with atexit before the script ran is skipped with the teardown."""
+    def run(*argv, url=broker.url):
+        return subprocess.run([sys.executable, "-c", END_CHECK, *argv], cwd=helpers.ROOT, capture_output=True,
+                              env=helpers.script_env(url), stdin=subprocess.DEVNULL, timeout=60)
+
+    sent = run("producer.py", spec, "one", "two", *names.args)
+    assert (sent.returncode, sent.stderr.decode()) == (0, "Sent 2 message(s) to exchange %r with routing key %r.\n"
+                                                       % (names.exchange, names.routing_key))
+    got = run("consumer.py", spec, "--count", "2", *names.args)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"Received: one from channel #1\nReceived: two from channel #1\n"
+    assert b"teardown ran" not in got.stderr
+    failed = run("producer.py", spec, "three", *names.args, url="amqp://guest:guest@127.0.0.1:1/%2F")
+    assert failed.returncode == 1
+    assert failed.stderr.decode().startswith("producer.py: error: ") and failed.stderr.count(b"\n") == 1
