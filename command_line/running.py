@@ -163,10 +163,11 @@ class Interruption:
 
 def end_at_exit(result: object) -> object:
     """Speed only: once main's result is known, have the process end at Python's
-    exit (its threads joined, what atexit was given since run) with os._exit and
-    the status task.react exits with. Python's own teardown of every module and
-    object the imports made took some 10 ms more, about 4% of sending one message
-    (docs/benchmark.md, "Where the time goes": Start-up)."""
+    exit (its threads joined, what atexit is given from now on run first; what it
+    was given before is skipped) with os._exit and the status task.react exits
+    with. Python's own teardown of every module and object the imports made took
+    some 10 ms more, about 4% of sending one message (docs/benchmark.md, "Where
+    the time goes": Start-up)."""
     code: object = 0
     if isinstance(result, Failure):
         code = result.value.code if isinstance(result.value, SystemExit) else 1
