@@ -353,7 +353,7 @@ class AMQClient(protocol.AMQClient):
         self._arrivals: dict[str, list[Message]] = {}  # the deliveries of this read, by consumer tag
         self._delivery = spec.classes.byname["basic"].methods.byname["deliver"]
         self._delivery_id = CLASS_METHOD.pack(self._delivery.klass.id << 16 | self._delivery.id)
-        self._delivery_fields = DeliveryFields([f.type for f in self._delivery.fields])  # for read_delivery()
+        self._delivery_fields = DeliveryFields([f.type for f in self._delivery.fields])  # for read_deliveries()
         self._delivery_positions = self._positions[self._delivery] = Message(self._delivery, [])._positions
         self.message_frames = MessageFrames(self.MAX_LENGTH)
         self._quiet = True  # nothing sent since the heartbeat timer last ran
@@ -473,8 +473,8 @@ class AMQClient(protocol.AMQClient):
                     raise FrameError("frame does not end with 0xCE but with 0x%02X" % data[end])
                 self._frames_seen = True
                 if kind == 1 and data[start + 7:start + 11] == self._delivery_id:
-                    after = self.read_delivery(data, channel, start, end, limit)
-                    if after:
+                    after = self.read_deliveries(data, channel, start, limit)
+                    if after != start:
                         start = after
                         continue
                 self.receive(channel, kind, data[start + 7:end])
@@ -486,39 +486,50 @@ class AMQClient(protocol.AMQClient):
         if start and self.heartbeatInterval > 0 and not self.closed:
             self.reschedule_check_heartbeat()  # once per read, not per frame
 
-    def read_delivery(self, data: bytes, channel: int, start: int, end: int, limit: int) -> int:
-        """Speed only: a basic.deliver frame from start to end, and right after it on its
-        channel its content header and its body in one frame, at once, into this read's
-        arrivals (as deliver() puts them); where they end. 0 if anything is unusual (a frame
-        not all there, another channel, a body in several frames, fields that do not fit
-        their frame, a closed channel): receive() then takes the frames one by one, and
-        says what is wrong."""
+    def read_deliveries(self, data: bytes, channel: int, start: int, limit: int) -> int:
+        """Speed only: the basic.deliver messages on channel from start on, each a method
+        frame followed by its content header and its body in one frame, at once, into this
+        read's arrivals (as deliver() puts them); where the first frame that is not one of
+        them begins (start if there is none). A frame not all there, another channel or
+        method, a body in several frames, fields that do not fit their frame, a channel
+        closed: receive() takes the frames from there one by one, and says what is wrong."""
         ch = self.channels.get(channel)
-        if ch is None or ch.closed or self.dispatch_failed or channel in self._incoming or len(data) - end < 8:
-            return 0
-        kind, on, size = FRAME_HEADER.unpack_from(data, end + 1)
-        after = end + 9 + size  # after the header frame
-        if kind != 2 or on != channel or size + 8 > limit or len(data) < after or data[after - 1] != FRAME_END:
-            return 0
-        args = self._delivery_fields.decode(data, start + 11, end)
-        if args is None:
-            return 0
-        header = read_header(self.spec, data[end + 8:after - 1])
-        body = b""
-        if header.size:
-            if len(data) - after < 7:
-                return 0
-            kind, on, size = FRAME_HEADER.unpack_from(data, after)
-            if kind != 3 or on != channel or size != header.size or size + 8 > limit or len(data) < after + 8 + size \
-                    or data[after + 7 + size] != FRAME_END:
-                return 0
-            body, after = data[after + 7:after + 7 + size], after + 8 + size
-        if header.weight:
-            return 0
-        msg = Message(self._delivery, args, ReceivedContent(body, header.properties, header.property_error),
-                      self._delivery_positions)
-        self._arrivals.setdefault(args[0], []).append(msg)  # args[0]: its consumer tag, as deliver() does
-        return after
+        if ch is None or ch.closed or self.dispatch_failed or channel in self._incoming:
+            return start
+        total = len(data)
+        unpack = FRAME_HEADER.unpack_from
+        decode = self._delivery_fields.decode
+        spec, delivery, delivery_id = self.spec, self._delivery, self._delivery_id
+        positions, arrivals = self._delivery_positions, self._arrivals
+        while total - start >= 7:
+            kind, on, size = unpack(data, start)
+            end = start + 7 + size  # the method frame's end octet
+            if kind != 1 or on != channel or size + 8 > limit or total - end < 8 or data[end] != FRAME_END \
+                    or data[start + 7:start + 11] != delivery_id:
+                break
+            kind, on, size = unpack(data, end + 1)
+            after = end + 9 + size  # after the header frame
+            if kind != 2 or on != channel or size + 8 > limit or total < after or data[after - 1] != FRAME_END:
+                break
+            args = decode(data, start + 11, end)
+            if args is None:
+                break
+            header = read_header(spec, data[end + 8:after - 1])
+            if header.weight:
+                break
+            body = b""
+            if header.size:
+                if total - after < 7:
+                    break
+                kind, on, size = unpack(data, after)
+                if kind != 3 or on != channel or size != header.size or size + 8 > limit \
+                        or total < after + 8 + size or data[after + 7 + size] != FRAME_END:
+                    break
+                body, after = data[after + 7:after + 7 + size], after + 8 + size
+            msg = Message(delivery, args, ReceivedContent(body, header.properties, header.property_error), positions)
+            arrivals.setdefault(args[0], []).append(msg)  # args[0]: its consumer tag, as deliver() does
+            start = after
+        return start
 
     def receive(self, channel: int, kind: int, payload: bytes) -> None:
         """One frame, checked: a method that carries content (basic.deliver, say) is

@@ -401,8 +401,10 @@ def deliveries(draw, spec):
     """The bytes of a few basic.deliver messages as a broker sends them, now and then
     with something unusual about them: a body in several frames or none, properties
     that cannot be decoded, a heartbeat or another method in the middle, another
-    channel, a body frame longer or a header weightier than announced, a method
-    frame shorter than its fields, a frame cut."""
+    channel, the method, its content header or its body on a channel of their own,
+    a message that is not a delivery (basic.return), a body frame longer or a
+    header weightier than announced, a method frame shorter than its fields, a
+    frame cut."""
     basic = spec.classes.byname["basic"]
     headers_bit = 1 << (15 - [f.name for f in basic.fields].index("headers"))
     stream = b""
@@ -412,8 +414,11 @@ def deliveries(draw, spec):
         props = draw(st.sampled_from([{}, {"delivery-mode": 2}, {"delivery-mode": 2, "content-type": "text/plain"},
                                       {"headers": {"k": "v", "n": 1}}, {"priority": 9, "message-id": "\xe9"}]))
         odd = draw(st.sampled_from(["none"] * 6 + ["split body", "bad properties", "heartbeat", "method",
-                                                   "long body", "weight", "short method"]))
-        header = pack_frame(channel, Header(basic, odd == "weight", len(body), **props))
+                                                   "long body", "weight", "short method", "return",
+                                                   "method elsewhere", "header elsewhere", "body elsewhere"]))
+        other = 3 - channel  # the other of channels 1 and 2
+        header = pack_frame(other if odd == "header elsewhere" else channel,
+                            Header(basic, odd == "weight", len(body), **props))
         if odd == "bad properties":  # a headers table with a type letter AMQP does not have
             header = frame(2, channel, struct.pack("!HHQH", 60, 0, len(body), headers_bit)
                            + struct.pack("!I", 3) + b"\x01kZ")
@@ -421,14 +426,18 @@ def deliveries(draw, spec):
         chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True) if body[a:b]]
         if odd == "long body":
             chunks = [body + b"!"]
-        deliver = method(spec, "basic.deliver", channel=channel, consumer_tag="t", delivery_tag=tag,
-                         exchange="x", routing_key="\xe9" * tag)
+        deliver = method(spec, "basic.deliver", channel=other if odd == "method elsewhere" else channel,
+                         consumer_tag="t", delivery_tag=tag, exchange="x", routing_key="\xe9" * tag)
+        if odd == "return":  # a message of another kind (basic.return) with fields that pass for a delivery's
+            returned = spec.classes.byname["basic"].methods.byname["return"]
+            deliver = frame(1, channel, struct.pack("!HH", basic.id, returned.id) + deliver[11:-1])
         if odd == "short method":  # its routing key runs past the end of its frame, into the next
             deliver = frame(1, channel, deliver[7:-2])
         stream += deliver
         stream += frame(8, 0, b"") if odd == "heartbeat" else b""
         stream += method(spec, "basic.deliver", channel=channel, consumer_tag="t") if odd == "method" else b""
-        stream += header + b"".join(frame(3, channel, chunk) for chunk in chunks)
+        stream += header + b"".join(frame(3, other if odd == "body elsewhere" else channel, chunk)
+                                    for chunk in chunks)
     return stream[:-draw(st.integers(0, 3))] or stream  # now and then the last frame cut
 
 
@@ -450,7 +459,7 @@ def delivered(spec, chunks, closed=False):
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_deliveries_read_whole_are_deliveries_read_frame_by_frame(name, data):
-    """AMQClient.read_delivery (speed only: a message whose frames are all in one read,
+    """AMQClient.read_deliveries (speed only: messages whose frames are all in one read,
     at once) gives what receive() gives frame by frame: the same messages, the same
     failure. Fed a byte at a time, no read holds more than one frame."""
     spec = SPECS[name]
